@@ -1,0 +1,42 @@
+"""Where everything lives under a results directory. Every stage asks this module; nobody builds paths.
+
+    <results_dir>/
+      sweep.json                 the planned grid of the last sweep launch (run ids and their overrides)
+      runs/<run_id>/record.json  one run record per run (schema: scaling_lab.records)
+      runs/<run_id>/wandb/       the run's W&B files (offline runs sync from here)
+      fit/fit.json               the fit stage's numbers
+      fit/report.md              the fit stage's report, plots beside it in fit/plots/
+      .hydra/                    Hydra's own logs of each launch
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+RECORD_NAME = "record.json"
+
+
+def runs_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "runs"
+
+
+def run_dir(results_dir: str | Path, run_id: str) -> Path:
+    return runs_dir(results_dir) / run_id
+
+
+def record_path(results_dir: str | Path, run_id: str) -> Path:
+    return run_dir(results_dir, run_id) / RECORD_NAME
+
+
+def record_paths(results_dir: str | Path) -> Iterator[Path]:
+    """Every run record under a results directory, in a stable order."""
+    yield from sorted(runs_dir(results_dir).glob(f"*/{RECORD_NAME}"))
+
+
+def sweep_manifest(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "sweep.json"
+
+
+def fit_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "fit"
