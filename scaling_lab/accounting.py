@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from scaling_lab.model.config import ModelConfig
 
-CONVENTIONS = ("6N", "6N_non_embedding", "6N_attention", "chinchilla")
+CONVENTIONS = ("6N", "6N_non_embedding", "6N_attention", "chinchilla", "deepseek_M")
 DEFAULT_CONVENTION = "6N"
 
 
@@ -57,6 +57,8 @@ def train_flops_per_token(cfg: ModelConfig, convention: str = DEFAULT_CONVENTION
     6N_attention       6N + 12 * n_layer * d_model * context (Chowdhery et al. 2022, PaLM App. B); the
                        convention of nanoGPT's MFU and of this project's GPU yardstick.
     chinchilla         3x the full forward count of Hoffmann et al. 2022, Appendix F.
+    deepseek_M         M = 72 n_layer d^2 + 6 n_layer d l_seq, non-embedding FLOPs per token with
+                       attention (Bi et al. 2024, DeepSeek LLM, Sec. 3.1, Eq. 2); its LR/batch rule uses C = M D.
     """
     if convention == "6N":
         return 6.0 * params_total(cfg)
@@ -66,6 +68,10 @@ def train_flops_per_token(cfg: ModelConfig, convention: str = DEFAULT_CONVENTION
         return 6.0 * params_total(cfg) + 12.0 * cfg.n_layer * cfg.d_model * cfg.block_size
     if convention == "chinchilla":
         return 3.0 * chinchilla_forward_flops_per_token(cfg)
+    if convention == "deepseek_M":
+        # 72 d^2 = 6 x (4 + 2 x 4) d^2: attention plus MLP matrices at mlp_ratio 4, generalised here
+        matrices = (4 + 2 * cfg.mlp_ratio) * cfg.d_model**2
+        return 6.0 * cfg.n_layer * matrices + 6.0 * cfg.n_layer * cfg.d_model * cfg.block_size
     raise ValueError(f"flops convention {convention!r} is not one of {CONVENTIONS}")
 
 

@@ -1,0 +1,142 @@
+"""`scaling-lab STAGE [key=value ...]`: the pipeline's command line. Hydra overrides follow the stage name.
+
+  train   one run                               scaling-lab train model.name=tiny-3 train.tokens=1e6
+  sweep   a preset's grid, then fit + report    scaling-lab sweep sweep=local_small [hydra/launcher=submitit_local]
+  fit     fit a results dir, CSV or W&B project scaling-lab fit input=results/local_small output_dir=out
+  status  completed / failed / pending runs     scaling-lab status results_dir=results/local_small
+  schema  the run-record fields as Markdown     scaling-lab schema
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("scaling_lab")
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from scaling_lab.data import DataConfigError
+    from scaling_lab.fit import FitInputError
+    from scaling_lab.model.config import ShapeError
+    from scaling_lab.records import RecordError
+    from scaling_lab.train.run import ConfigError
+
+    return (UsageError, ConfigError, ShapeError, DataConfigError, FitInputError, RecordError, HydraException,
+            OmegaConfBaseException, FileNotFoundError, PermissionError)
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def _hydra_main(task, args: list[str]) -> None:
+    sys.argv = ["scaling-lab", *args]
+    hydra.main(config_path=str(CONF_DIR), config_name="main", version_base="1.3")(task)()
+
+
+def _train_task(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from scaling_lab.train.run import RunSpec, train
+
+    try:
+        train(RunSpec.from_config(cfg))
+    except Exception as e:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # one broken run must not stop a sweep: its record says what happened, `status` shows it
+        log.error("run failed, sweep continues: %s: %s", type(e).__name__, e)
+
+
+def train_cmd(overrides: list[str]) -> int:
+    from scaling_lab.train.run import RunSpec
+
+    RunSpec.from_config(_compose("main", overrides))  # one clear line for a bad config, before any work
+    _hydra_main(_train_task, overrides)
+    return 0
+
+
+def sweep_cmd(overrides: list[str]) -> int:
+    from scaling_lab.sweep import grid
+
+    if not any(o.split("=", 1)[0].lstrip("+~") == "sweep" for o in overrides):
+        raise UsageError("choose a sweep preset: sweep=NAME (see conf/sweep/)")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        name, results_dir, runs = grid.plan("main", overrides)
+    grid.write_manifest(name, results_dir, runs)
+    print(f"sweep {name}: {len(runs)} runs into {results_dir}")
+    _hydra_main(_train_task, ["--multirun", *overrides])
+    return 0
+
+
+def fit_cmd(overrides: list[str]) -> int:
+    from scaling_lab import layout, tracking
+    from scaling_lab.fit import run_fit
+
+    cfg = _compose("fitting", overrides)
+    output_dir = cfg.output_dir
+    if output_dir is None:
+        if not Path(cfg.input).is_dir():
+            raise UsageError("output_dir is required when input is not a results directory")
+        output_dir = layout.fit_dir(cfg.input)
+    chosen = tracking.mode(cfg.logger.mode)
+    wandb_cfg = None if chosen == "disabled" else {**OmegaConf.to_container(cfg.logger), "mode": chosen,
+                                                    "group": None, "dir": str(output_dir)}
+    run_fit(cfg.input, Path(output_dir), OmegaConf.to_container(cfg.fit, resolve=True), wandb_cfg=wandb_cfg)
+    print(f"report: {Path(output_dir) / 'report.md'}")
+    return 0
+
+
+def status_cmd(overrides: list[str]) -> int:
+    from scaling_lab.sweep.status import render
+
+    args = OmegaConf.from_dotlist(overrides)
+    if "results_dir" not in args:
+        raise UsageError("status needs results_dir=DIR")
+    if not Path(args.results_dir).is_dir():
+        raise UsageError(f"results_dir={args.results_dir} is not a directory")
+    print(render(args.results_dir))
+    return 0
+
+
+def schema_cmd(overrides: list[str]) -> int:
+    from scaling_lab.records import schema_markdown
+
+    print(schema_markdown())
+    return 0
+
+
+STAGES = {"train": train_cmd, "sweep": sweep_cmd, "fit": fit_cmd, "status": status_cmd, "schema": schema_cmd}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
+        print(__doc__)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    stage, overrides = argv[0], argv[1:]
+    try:
+        return STAGES[stage](overrides)
+    except _user_errors() as e:
+        message = " ".join(str(e).split())  # Hydra's messages span lines; a user gets one
+        print(f"scaling-lab {stage}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

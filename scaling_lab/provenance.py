@@ -1,0 +1,49 @@
+"""Where a result came from: hardware, package versions, git commit, timestamps (stored in every record)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "lightning", "hydra-core", "wandb", "datasets", "tokenizers", "numpy", "scipy", "scaling-lab")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str | None]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def hardware() -> dict[str, object]:
+    import torch  # only runs that trained call this; keeps the module importable without torch
+
+    info: dict[str, object] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                               "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info.update(accelerator="cuda", device=torch.cuda.get_device_name(0),
+                    device_count=torch.cuda.device_count())
+    else:
+        info.update(accelerator="cpu", device=platform.processor() or platform.machine())
+    return info
+
+
+def git_commit() -> str | None:
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,1 @@
+"""Sweep orchestration: the only package that knows both training and fitting."""

@@ -1,0 +1,26 @@
+"""End of a sweep: summarise the runs, fit them, and say where the report is."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from scaling_lab import layout, tracking
+from scaling_lab.fit import run_fit
+from scaling_lab.sweep.status import summarize
+
+
+def fit_sweep(cfg: DictConfig) -> dict | None:
+    results_dir = cfg.results_dir
+    counts = summarize(results_dir)
+    print(f"sweep {cfg.sweep.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if not counts.get("completed"):
+        print("no completed runs to fit")
+        return None
+    out = layout.fit_dir(results_dir)
+    wandb_cfg = None
+    if tracking.mode(cfg.logger.mode) != "disabled":
+        wandb_cfg = {**OmegaConf.to_container(cfg.logger), "mode": tracking.mode(cfg.logger.mode),
+                     "group": cfg.sweep.name, "dir": str(out)}
+    fit = run_fit(str(results_dir), out, OmegaConf.to_container(cfg.fit, resolve=True), wandb_cfg=wandb_cfg)
+    print(f"report: {out / 'report.md'}")
+    return fit

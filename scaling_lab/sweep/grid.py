@@ -1,0 +1,44 @@
+"""Expands a sweep preset into its runs, exactly as Hydra's basic sweeper will, and checks every one up front."""
+
+from __future__ import annotations
+
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from scaling_lab import layout, provenance, records
+from scaling_lab.train.run import RunSpec
+
+
+def expand(config_name: str, overrides: list[str]) -> list[list[str]]:
+    """The per-job override lists of a multirun: the preset's hydra.sweeper.params x the command line's."""
+    cfg = compose(config_name, overrides=_fixed(overrides), return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + overrides)
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def _fixed(overrides: list[str]) -> list[str]:
+    """The command line without its sweep overrides (a,b,c), enough to read the preset."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
+def plan(config_name: str, overrides: list[str]) -> tuple[str | None, str, list[dict]]:
+    """(sweep name, results dir, one entry per distinct run) after checking every job's config."""
+    runs: dict[str, dict] = {}
+    name = results_dir = None
+    for job in expand(config_name, overrides):
+        cfg = compose(config_name, overrides=job)
+        spec = RunSpec.from_config(cfg)
+        name, results_dir = spec.sweep, str(spec.results_dir)
+        runs.setdefault(spec.run_id, {"run_id": spec.run_id, "overrides": job,
+                                      "model": OmegaConf.to_container(cfg.model), "tokens": spec.train["tokens"]})
+    return name, results_dir, list(runs.values())
+
+
+def write_manifest(name: str | None, results_dir: str, runs: list[dict]) -> None:
+    """Record what the sweep is meant to contain, so `status` can tell pending from missing."""
+    records.write_atomic(layout.sweep_manifest(results_dir),
+                         {"sweep": name, "launched_at": provenance.utc_now(), "runs": runs})

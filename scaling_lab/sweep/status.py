@@ -1,0 +1,46 @@
+"""`scaling-lab status`: which runs of a sweep are completed, running, failed, diverged or still pending."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from scaling_lab import layout, records
+
+ORDER = ("completed", "running", "failed", "diverged", "pending")
+
+
+def run_states(results_dir: str) -> list[dict]:
+    """One row per run: planned runs from sweep.json (pending until a record appears) and every record found."""
+    found: dict[str, dict] = {}
+    for path in layout.record_paths(results_dir):
+        try:
+            rec = records.read_record(path)
+        except records.RecordError as e:
+            found[path.parent.name] = {"run_id": path.parent.name, "status": "failed", "reason": str(e)}
+            continue
+        found[rec["run_id"]] = {"run_id": rec["run_id"], "status": rec["status"], "reason": rec.get("error"),
+                                "val_loss": rec.get("final_val_loss")}
+    manifest = layout.sweep_manifest(results_dir)
+    planned = json.loads(manifest.read_text())["runs"] if manifest.exists() else []
+    rows = [found.pop(p["run_id"], {"run_id": p["run_id"], "status": "pending"}) for p in planned]
+    return rows + list(found.values())
+
+
+def summarize(results_dir: str) -> dict[str, int]:
+    counts = Counter(row["status"] for row in run_states(results_dir))
+    return {status: counts.get(status, 0) for status in ORDER}
+
+
+def render(results_dir: str) -> str:
+    rows = run_states(results_dir)
+    if not rows:
+        return f"no runs under {results_dir}"
+    width = max(len(r["run_id"]) for r in rows)
+    lines = [f"{'run':<{width}}  {'status':<9}  detail"]
+    for r in rows:
+        detail = f"val loss {r['val_loss']:.4f}" if r.get("val_loss") is not None else (r.get("reason") or "")
+        lines.append(f"{r['run_id']:<{width}}  {r['status']:<9}  {detail}")
+    counts = summarize(results_dir)
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)

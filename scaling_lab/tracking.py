@@ -1,0 +1,64 @@
+"""Weights & Biases settings shared by training runs and fits: offline unless asked, never fatal, no secrets.
+
+The mode comes from WANDB_MODE when set, else from `logger.mode` (default offline: no account needed; sync later
+with `wandb sync <run dir>/wandb/offline-run-*`). Only configs we build are logged; the environment never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+MODES = ("offline", "online", "disabled")
+
+
+def mode(configured: str) -> str:
+    chosen = os.environ.get("WANDB_MODE") or configured
+    if chosen not in MODES:
+        raise ValueError(f"logger.mode={chosen!r} is not one of {MODES}")
+    return chosen
+
+
+def run_id(results_dir: Path, name: str) -> str:
+    """Stable W&B id: the same run in the same results directory always continues one W&B run."""
+    where = hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:6]
+    return f"{name}-{where}"
+
+
+def wandb_logger(spec, config: dict):
+    """Lightning's WandbLogger for a run, or None when W&B is disabled or cannot start (the run goes on)."""
+    settings = spec.logger
+    chosen = mode(settings["mode"])
+    if chosen == "disabled":
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    try:
+        logger = WandbLogger(
+            project=settings["project"], entity=settings["entity"], group=spec.sweep or "single-runs",
+            name=spec.run_id, id=run_id(spec.results_dir, spec.run_id), save_dir=str(spec.run_dir),
+            job_type="train", mode=chosen, resume="allow", config=config,
+        )
+        experiment = logger.experiment
+        # tokens and FLOPs are the x-axes of a scaling study, not optimizer steps
+        experiment.define_metric("tokens")
+        experiment.define_metric("flops")
+        for pattern in ("train/*", "val/*", "lr"):
+            experiment.define_metric(pattern, step_metric="tokens")
+    except Exception as e:  # noqa: BLE001 - W&B trouble must never cost a training run
+        log.warning("W&B could not start (%s: %s); training continues without it", type(e).__name__, e)
+        return None
+    return logger
+
+
+def finish(logger) -> dict | None:
+    if logger is None:
+        return None
+    experiment = logger.experiment
+    info = {"project": experiment.project, "group": experiment.group, "id": experiment.id,
+            "mode": experiment.settings.mode, "dir": experiment.dir}
+    experiment.finish()
+    return info

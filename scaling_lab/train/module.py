@@ -1,0 +1,79 @@
+"""The LightningModule: next-token loss, AdamW, per-step LR schedule, token/FLOP counters, validation curve."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import lightning as L
+import torch
+
+from scaling_lab.model.config import ModelConfig
+from scaling_lab.model.gpt import GPT
+from scaling_lab.train.run import Diverged
+from scaling_lab.train.schedule import warmup_cosine
+
+
+class GPTModule(L.LightningModule):
+    def __init__(self, shape: ModelConfig, hp: dict, total_steps: int, flops_per_token: float):
+        super().__init__()
+        self.shape, self.hp, self.total_steps = shape, hp, total_steps
+        self.flops_per_token = flops_per_token
+        self.model = GPT(shape)
+        self.tokens_seen = 0
+        self.val_curve: list[tuple[int, float]] = []
+        self.last_train_loss = math.nan
+        # uniform guessing scores ln(V); a loss well above that means the run blew up
+        self.explode_at = hp["divergence_factor"] * math.log(shape.vocab_size)
+        self._val_sum = self._val_count = None
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.model.loss(x, y)
+        self.tokens_seen += x.numel()
+        if batch_idx % self.hp["log_every"] == 0 or batch_idx == self.total_steps - 1:
+            self._check_and_log(loss.detach())
+        return loss
+
+    def _check_and_log(self, loss: torch.Tensor) -> None:
+        # one host sync per logging interval, not per step
+        value = loss.item()
+        if not math.isfinite(value) or value > self.explode_at:
+            raise Diverged(f"training loss {value:.4g} at {self.tokens_seen} tokens (limit {self.explode_at:.3g})")
+        self.last_train_loss = value
+        self.log_dict(
+            {"train/loss": value, "tokens": float(self.tokens_seen), "flops": self.tokens_seen * self.flops_per_token,
+             "lr": self.optimizers().param_groups[0]["lr"]},
+            on_step=True, on_epoch=False, prog_bar=False,
+        )
+
+    def on_validation_epoch_start(self):
+        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._val_count = 0
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self._val_sum += self.model.loss(x, y).double() * y.numel()
+        self._val_count += y.numel()
+
+    def on_validation_epoch_end(self):
+        val_loss = (self._val_sum / self._val_count).item()
+        if not self.val_curve or self.val_curve[-1][0] != self.tokens_seen:
+            self.val_curve.append((self.tokens_seen, val_loss))
+        self.log_dict({"val/loss": val_loss, "tokens": float(self.tokens_seen),
+                       "flops": self.tokens_seen * self.flops_per_token}, prog_bar=True)
+
+    def configure_optimizers(self):
+        hp = self.hp
+        # weight decay on matrices only; gains and embeddings-as-lookups are left alone (nanoGPT's grouping)
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
+            fused=self.device.type == "cuda",
+        )
+        schedule = partial(warmup_cosine, total_steps=self.total_steps, warmup_steps=hp["warmup_steps"],
+                           final_frac=hp["min_lr_frac"])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

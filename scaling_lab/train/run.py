@@ -1,0 +1,149 @@
+"""One training run, from a composed Hydra config to a run record on disk.
+
+Order matters: everything that can be checked cheaply is checked before the corpus is built or a model trained,
+and a completed record is never overwritten (a re-launch of the same config returns the existing record).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from scaling_lab import accounting, layout, provenance, records
+from scaling_lab.model.config import ModelConfig, ShapeError
+
+log = logging.getLogger(__name__)
+
+# train.* keys that change how a run is watched, not what it learns: left out of the run id
+_UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+class Diverged(RuntimeError):
+    """Training loss became NaN/inf or exploded; the run ends with status `diverged`."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a config asks for, checked, plus the run's id and directory."""
+
+    run_id: str
+    run_dir: Path
+    results_dir: Path
+    sweep: str | None
+    model: dict
+    data: dict
+    train: dict
+    logger: dict
+    seed: int
+    accelerator: str
+    progress: bool
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> RunSpec:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        model, data, train = container["model"], container["data"], container["train"]
+        _check(model, train)
+        shape_keys = ("name",) if model["name"] else ("n_layer", "d_model", "n_head")
+        semantic = {
+            "model": {k: model[k] for k in (*shape_keys, "block_size")},
+            "data": {k: v for k, v in data.items() if k != "cache_dir"},
+            "train": {k: v for k, v in train.items() if k not in _UNSEMANTIC_TRAIN_KEYS},
+            "seed": container["seed"],
+        }
+        run_id = records.make_run_id(semantic, label=_label(model, train["tokens"]))
+        results_dir = Path(container["results_dir"])
+        sweep = (container.get("sweep") or {}).get("name")
+        return cls(run_id=run_id, run_dir=layout.run_dir(results_dir, run_id), results_dir=results_dir,
+                   sweep=sweep, model=model, data=data, train=train, logger=container["logger"],
+                   seed=int(container["seed"]), accelerator=container["accelerator"],
+                   progress=bool(container["progress"]))
+
+
+def _check(model: dict, train: dict) -> None:
+    try:
+        ModelConfig.resolve(model["name"], vocab_size=256, block_size=model["block_size"],
+                            n_layer=model["n_layer"], d_model=model["d_model"], n_head=model["n_head"])
+    except TypeError as e:
+        raise ShapeError(f"model shape: {e}") from e
+    tokens = train["tokens"]
+    if not isinstance(tokens, (int, float)) or tokens <= 0:
+        raise ConfigError(f"train.tokens must be a positive number of tokens, got {tokens!r}")
+    if tokens < model["block_size"]:
+        raise ConfigError(f"train.tokens={tokens} is less than one sequence (model.block_size={model['block_size']})")
+    for key in ("lr", "batch_size"):
+        if train[key] is not None and train[key] <= 0:
+            raise ConfigError(f"train.{key} must be positive or null (null = published rule), got {train[key]!r}")
+    if not 0 < train["min_lr_frac"] <= 1:
+        raise ConfigError(f"train.min_lr_frac must be in (0, 1], got {train['min_lr_frac']!r}")
+
+
+def _label(model: dict, tokens: float) -> str:
+    shape = model["name"] or f"L{model['n_layer']}-D{model['d_model']}-H{model['n_head']}"
+    return f"{shape}_{int(tokens):.0e}".replace("+", "")
+
+
+def existing_record(spec: RunSpec) -> dict | None:
+    path = layout.record_path(spec.results_dir, spec.run_id)
+    if not path.exists():
+        return None
+    try:
+        return records.read_record(path)
+    except records.RecordError as e:
+        log.warning("ignoring unreadable record, the run will be redone: %s", e)
+        return None
+
+
+def train(spec: RunSpec) -> dict:
+    """Train one run and write its record; return the record. A completed run is not trained again."""
+    previous = existing_record(spec)
+    if previous and previous["status"] == "completed":
+        log.info("run %s already completed (val loss %.4f): skipped", spec.run_id, previous["final_val_loss"])
+        return previous
+
+    from scaling_lab.train.trainer import fit_one  # torch/lightning are imported only for real work
+
+    record_path = layout.record_path(spec.results_dir, spec.run_id)
+    started = provenance.utc_now()
+    base = {"run_id": spec.run_id, "sweep": spec.sweep, "seed": spec.seed, "started_at": started,
+            "tokens_requested": int(spec.train["tokens"]), "versions": provenance.versions(),
+            "git_commit": provenance.git_commit()}
+    records.write_record(record_path, {**base, "status": "running"})
+    t0 = time.perf_counter()
+    try:
+        outcome = fit_one(spec)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a record, then propagates
+        status = "diverged" if isinstance(e, Diverged) else "failed"
+        (spec.run_dir / "error.txt").write_text(traceback.format_exc())
+        records.write_record(record_path, {**base, "status": status, "error": f"{type(e).__name__}: {e}",
+                                           "finished_at": provenance.utc_now(),
+                                           "wall_time_s": time.perf_counter() - t0})
+        raise
+    shape: ModelConfig = outcome.pop("shape")
+    tokens = outcome["tokens"]
+    record = {
+        **base,
+        "status": "completed",
+        "model": shape.to_dict(),
+        "params": accounting.params_total(shape),
+        "params_non_embedding": accounting.params_non_embedding(shape),
+        "flops": accounting.train_flops(shape, tokens),
+        "flops_convention": accounting.DEFAULT_CONVENTION,
+        "flops_by_convention": accounting.flops_by_convention(shape, tokens),
+        "hardware": provenance.hardware(),
+        "wall_time_s": time.perf_counter() - t0,
+        "finished_at": provenance.utc_now(),
+        **outcome,
+    }
+    records.write_record(record_path, record)
+    log.info("run %s: N=%d D=%d val loss %.4f (%.1fs)", spec.run_id, record["params"], tokens,
+             record["final_val_loss"], record["wall_time_s"])
+    return record

@@ -1,0 +1,78 @@
+"""Wires a RunSpec into Lightning: corpus, data module, model, W&B logger, Trainer; returns what the record needs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+import torch
+
+from scaling_lab import accounting, tracking
+from scaling_lab.data import TokenDataModule, prepare_corpus
+from scaling_lab.model.config import ModelConfig
+from scaling_lab.train import hparams
+from scaling_lab.train.module import GPTModule
+from scaling_lab.train.run import RunSpec
+from scaling_lab.train.schedule import warmup_steps_for
+
+log = logging.getLogger(__name__)
+
+
+def _accelerator(requested: str) -> str:
+    if requested == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def fit_one(spec: RunSpec) -> dict:
+    corpus = prepare_corpus(spec.data)
+    m, t = spec.model, spec.train
+    shape = ModelConfig.resolve(m["name"], vocab_size=corpus.vocab_size, block_size=m["block_size"],
+                                n_layer=m["n_layer"], d_model=m["d_model"], n_head=m["n_head"])
+    lr, batch_size, hp_source = hparams.resolve(shape, int(t["tokens"]), t["lr"], t["batch_size"], t["lr_rule"])
+    L.seed_everything(spec.seed, workers=True, verbose=False)
+    dm = TokenDataModule(corpus, block_size=shape.block_size, batch_size=batch_size, tokens=int(t["tokens"]),
+                         seed=spec.seed, val_tokens=spec.data["val_tokens"])
+    hp = {**t, "lr": lr, "batch_size": batch_size, "warmup_steps": warmup_steps_for(dm.steps, t["warmup_frac"]),
+          "total_steps": dm.steps}
+    module = GPTModule(shape, hp, total_steps=dm.steps,
+                       flops_per_token=accounting.train_flops_per_token(shape))
+
+    accelerator = _accelerator(spec.accelerator)
+    precision = t["precision"]
+    if precision == "auto":
+        precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    logger = tracking.wandb_logger(spec, config={"model": shape.to_dict(), "train": hp, "data": spec.data,
+                                                 "seed": spec.seed, "run_id": spec.run_id})
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=1, precision=precision, max_steps=dm.steps, max_epochs=1,
+        logger=logger or False, log_every_n_steps=t["log_every"], enable_checkpointing=False,
+        val_check_interval=max(1, dm.steps // t["eval_points"]), num_sanity_val_steps=0,
+        gradient_clip_val=t["grad_clip"], deterministic=True if accelerator == "cpu" else "warn",
+        enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
+    )
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=dm)
+        train_seconds = time.perf_counter() - start
+        if not module.val_curve or module.val_curve[-1][0] != module.tokens_seen:
+            trainer.validate(module, datamodule=dm, verbose=False)
+    finally:
+        wandb_info = tracking.finish(logger)
+    if module.tokens_seen != dm.tokens_trained:
+        raise RuntimeError(f"trained {module.tokens_seen} tokens, planned {dm.tokens_trained}")
+    return {
+        "shape": shape,
+        "tokens": module.tokens_seen,
+        "final_val_loss": module.val_curve[-1][1],
+        "final_train_loss": module.last_train_loss,
+        "val_curve": [list(p) for p in module.val_curve],
+        "hparams": {**hp, "precision": precision, "accelerator": accelerator},
+        "hparams_source": hp_source,
+        "data": {**corpus.meta, "epochs": dm.epochs},
+        "throughput": {"tokens_per_s": module.tokens_seen / train_seconds,
+                       "flops_per_s": module.tokens_seen * module.flops_per_token / train_seconds},
+        "wandb": wandb_info,
+    }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv and installs scaling-lab with its test tools. Safe to re-run.
+# torch: a torch already in the environment (e.g. a CUDA build) is left alone; otherwise a GPU machine gets
+# PyPI's default (CUDA) build and a CPU-only machine the CPU build, which is a fraction of the download.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+py=.venv/bin/python
+if ! "$py" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    "$py" -m pip install -q "torch>=2.4"
+  else
+    "$py" -m pip install -q --retries 1 --timeout 15 \
+      --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+  fi
+fi
+"$py" -m pip install -q -e ".[dev]"
+echo "scaling-lab installed in .venv ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
