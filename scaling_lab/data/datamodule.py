@@ -1,0 +1,122 @@
+"""Batches of (x, y) windows over the token memmaps, in an order that a resumed run can re-enter anywhere.
+
+The train stream is cut into windows of block_size + 1 tokens at stride block_size. Global sequence i
+is window perm(seed, i // n_windows)[i % n_windows]: a fresh permutation per epoch, seeded only by
+(seed, epoch), so sequence i is the same whether a run got there in one go or after a restart.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from scaling_lab.data.config import DataConfigError
+from scaling_lab.data.prepare import TokenCorpus
+
+
+class WindowOrder:
+    """Global sequence index -> train window index."""
+
+    def __init__(self, n_windows: int, seed: int):
+        self.n_windows = n_windows
+        self.seed = seed
+        # a batch spans at most two epochs, so two permutations in memory suffice
+        self.permutation = functools.lru_cache(maxsize=2)(self._permutation)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def __call__(self, sequences: np.ndarray) -> np.ndarray:
+        epochs, positions = np.divmod(sequences, self.n_windows)
+        windows = np.empty_like(sequences)
+        for epoch in np.unique(epochs):
+            mask = epochs == epoch
+            windows[mask] = self.permutation(int(epoch))[positions[mask]]
+        return windows
+
+
+class WindowBatches(Dataset):
+    """Item b is the batch of sequences [start + b*batch_size, ...) before stop, as (x, y) int64 tensors."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, start: int, stop: int,
+                 window_of: Callable[[np.ndarray], np.ndarray]):
+        self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
+        self.start, self.stop, self.window_of = start, stop, window_of
+        self.offsets = np.arange(block_size + 1)
+
+    def __len__(self) -> int:
+        return math.ceil((self.stop - self.start) / self.batch_size)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= b < len(self):
+            raise IndexError(b)
+        first = self.start + b * self.batch_size
+        sequences = np.arange(first, min(first + self.batch_size, self.stop))
+        starts = self.window_of(sequences) * self.block_size
+        windows = self.tokens[starts[:, None] + self.offsets].astype(np.int64)
+        return torch.from_numpy(windows[:, :-1].copy()), torch.from_numpy(windows[:, 1:].copy())
+
+
+class TokenDataModule(L.LightningDataModule):
+    def __init__(self, corpus: TokenCorpus, block_size: int, batch_size: int, tokens: int, seed: int,
+                 val_tokens: int, start_sequence: int = 0):
+        super().__init__()
+        for key, value, low in (("model.block_size", block_size, 1), ("train.batch_size", batch_size, 1),
+                                ("train.tokens", tokens, 1), ("seed", seed, 0), ("data.val_tokens", val_tokens, block_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DataConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+        self.corpus, self.block_size, self.batch_size, self.seed = corpus, block_size, batch_size, seed
+        self.n_windows = (len(corpus.train) - 1) // block_size
+        self.n_val_windows = min(val_tokens, len(corpus.val) - 1) // block_size
+        for split, n, size in (("train", self.n_windows, len(corpus.train)), ("validation", self.n_val_windows, len(corpus.val))):
+            if n < 1:
+                raise DataConfigError(
+                    f"data: the {split} split has {size} tokens, fewer than one window of model.block_size + 1 = "
+                    f"{block_size + 1} (corpus {corpus.meta['source']}, data.val_fraction={corpus.meta['val_fraction']})"
+                )
+        self.n_sequences = max(1, round(tokens / block_size))
+        if isinstance(start_sequence, bool) or not isinstance(start_sequence, int) or not 0 <= start_sequence <= self.n_sequences:
+            raise DataConfigError(f"start_sequence must be an integer in [0, {self.n_sequences}], got {start_sequence!r}")
+        self.start_sequence = start_sequence
+        self.order = WindowOrder(self.n_windows, seed)
+
+    @property
+    def tokens_trained(self) -> int:
+        return self.n_sequences * self.block_size
+
+    @property
+    def epochs(self) -> float:
+        return self.tokens_trained / len(self.corpus.train)
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.n_sequences / self.batch_size)
+
+    @property
+    def val_tokens_used(self) -> int:
+        return self.n_val_windows * self.block_size
+
+    @property
+    def record_meta(self) -> dict[str, Any]:
+        """The run record's `data` field."""
+        return {**self.corpus.meta, "epochs": self.epochs, "val_tokens_used": self.val_tokens_used}
+
+    def train_dataloader(self) -> DataLoader:
+        batches = WindowBatches(self.corpus.train, self.block_size, self.batch_size, self.start_sequence,
+                                self.n_sequences, self.order)
+        return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        batches = WindowBatches(self.corpus.val, self.block_size, self.batch_size, 0, self.n_val_windows, _identity)
+        return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+
+
+def _identity(sequences: np.ndarray) -> np.ndarray:
+    return sequences
