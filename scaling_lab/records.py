@@ -118,7 +118,9 @@ def schema_markdown() -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    # numpy scalars and Paths reach records through configs and metrics
+    # numpy scalars and Paths reach records through configs and metrics; anything else is a bug to surface
     if hasattr(value, "item"):
         return value.item()
-    return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
