@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from scaling_lab.data import DataConfigError, TokenDataModule, prepare_corpus
@@ -64,7 +65,8 @@ def test_split_is_a_deterministic_function_of_the_document_key():
     assert 150 < len(full.val) < 250
     # dropping documents never moves the others between splits
     half = split_documents(docs[::2], 0.1, "t")
-    assert set(half.val) == {t for k, t in docs[::2] if in_validation(k, 0.1)} == set(full.val) & set(half.val + half.train)
+    assert set(half.val) == {t for k, t in docs[::2] if in_validation(k, 0.1)}
+    assert set(half.val) == set(full.val) & set(half.val + half.train)
 
 
 def test_stdlib_source_dedupes_skips_empty_and_site_packages(src):
@@ -77,8 +79,8 @@ def test_stdlib_source_dedupes_skips_empty_and_site_packages(src):
     expected = {p.read_text() for p in src.glob("pkg*/mod*.py")}
     assert set(train_docs) | set(val_docs) == expected
     # the split follows the relative path, as documented
-    assert {d for d in val_docs} == {(src / k).read_text() for k in
-                                     (p.relative_to(src).as_posix() for p in src.glob("pkg*/mod*.py")) if in_validation(k, 0.2)}
+    keys = [p.relative_to(src).as_posix() for p in src.glob("pkg*/mod*.py")]
+    assert set(val_docs) == {(src / k).read_text() for k in keys if in_validation(k, 0.2)}
 
 
 def test_byte_tokenizer_round_trip():
@@ -148,7 +150,7 @@ def test_exact_token_budget_steps_and_epochs(src):
     batches = list(dm.train_dataloader())
     assert [x.shape[0] for x, _ in batches] == [5, 5, 5, 1] and len(batches) == dm.steps
     for x, y in batches:
-        assert x.dtype == y.dtype == __import__("torch").int64 and x.shape[1] == y.shape[1] == 64
+        assert x.dtype == y.dtype == torch.int64 and x.shape[1] == y.shape[1] == 64
         assert (x[:, 1:] == y[:, :-1]).all()
     assert TokenDataModule(corpus, 64, 5, tokens=10, seed=0, val_tokens=256).n_sequences == 1
     assert dm.record_meta["epochs"] == dm.epochs and dm.record_meta["fingerprint"] == corpus.meta["fingerprint"]
@@ -156,7 +158,8 @@ def test_exact_token_budget_steps_and_epochs(src):
 
 def test_multi_epoch_budget_visits_every_window_once_per_epoch(src):
     corpus = prepare_corpus(lib(src))
-    dm = TokenDataModule(corpus, block_size=32, batch_size=64, tokens=3 * corpus.meta["train_tokens"], seed=1, val_tokens=256)
+    budget = 3 * corpus.meta["train_tokens"]
+    dm = TokenDataModule(corpus, block_size=32, batch_size=64, tokens=budget, seed=1, val_tokens=256)
     n = dm.n_windows
     assert dm.epochs == pytest.approx(3, rel=1e-3)
     order = dm.order(np.arange(dm.n_sequences))  # 3 full epochs and a few more

@@ -76,7 +76,8 @@ def _hf_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     path = raw.get("path")
     if not path or not isinstance(path, str):
         raise DataConfigError(
-            "data.path is required when data.source=hf: a hub dataset name, or text/json/parquet/csv with data.data_files"
+            "data.path is required when data.source=hf: a hub dataset name, "
+            "or text/json/parquet/csv with data.data_files"
         )
     data_files = raw.get("data_files")
     if isinstance(data_files, str):

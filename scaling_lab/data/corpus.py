@@ -66,12 +66,14 @@ def hf_documents(cfg: DataConfig) -> Iterator[Document]:
         raise DataConfigError(f"data.path={cfg.path!r} does not load: {type(e).__name__}: {_first_line(e)}") from e
     if dataset.column_names is not None and cfg.text_field not in dataset.column_names:
         raise DataConfigError(
-            f"data.text_field={cfg.text_field!r} is not a column of {cfg.path}; columns: {', '.join(dataset.column_names)}"
+            f"data.text_field={cfg.text_field!r} is not a column of {cfg.path}; "
+            f"columns: {', '.join(dataset.column_names)}"
         )
     for batch in dataset.select_columns([cfg.text_field]).iter(batch_size=1000):
         for text in batch[cfg.text_field]:
             if text is not None and not isinstance(text, str):
-                raise DataConfigError(f"data.text_field={cfg.text_field!r} holds {type(text).__name__} values, not text")
+                kind = type(text).__name__
+                raise DataConfigError(f"data.text_field={cfg.text_field!r} holds {kind} values, not text")
             yield None, text or ""
 
 
@@ -106,7 +108,8 @@ def split_documents(docs: Iterable[Document], val_fraction: float, source: str) 
     for name, split in (("train", train), ("validation", val)):
         if not split:
             raise DataConfigError(
-                f"data.val_fraction={val_fraction} leaves the {name} split empty ({len(seen)} unique documents in {source})"
+                f"data.val_fraction={val_fraction} leaves the {name} split empty "
+                f"({len(seen)} unique documents in {source})"
             )
     return SplitCorpus(train, val, fingerprint.hexdigest(), source, duplicates)
 
@@ -117,7 +120,8 @@ def in_validation(key: str, val_fraction: float) -> bool:
 
 
 def _hf_description(cfg: DataConfig) -> str:
-    parts = [f"hf:{cfg.path}" + (f"/{cfg.name}" if cfg.name else ""), f"split={cfg.split}", f"text_field={cfg.text_field}"]
+    parts = [f"hf:{cfg.path}" + (f"/{cfg.name}" if cfg.name else "")]
+    parts += [f"split={cfg.split}", f"text_field={cfg.text_field}"]
     if cfg.data_files:
         parts.append("data_files=" + ",".join(cfg.data_files))
     if cfg.sample_by:

@@ -65,27 +65,33 @@ class WindowBatches(Dataset):
 
 
 class TokenDataModule(L.LightningDataModule):
+    """Exactly round(tokens / block_size) train sequences (from start_sequence on) and a fixed validation set."""
+
     def __init__(self, corpus: TokenCorpus, block_size: int, batch_size: int, tokens: int, seed: int,
                  val_tokens: int, start_sequence: int = 0):
         super().__init__()
-        for key, value, low in (("model.block_size", block_size, 1), ("train.batch_size", batch_size, 1),
-                                ("train.tokens", tokens, 1), ("seed", seed, 0), ("data.val_tokens", val_tokens, block_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise DataConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+        _check_int("model.block_size", block_size, 1)
+        _check_int("train.batch_size", batch_size, 1)
+        _check_int("train.tokens", tokens, 1)
+        _check_int("seed", seed, 0)
+        _check_int("data.val_tokens", val_tokens, block_size)
         self.corpus, self.block_size, self.batch_size, self.seed = corpus, block_size, batch_size, seed
-        self.n_windows = (len(corpus.train) - 1) // block_size
-        self.n_val_windows = min(val_tokens, len(corpus.val) - 1) // block_size
-        for split, n, size in (("train", self.n_windows, len(corpus.train)), ("validation", self.n_val_windows, len(corpus.val))):
-            if n < 1:
-                raise DataConfigError(
-                    f"data: the {split} split has {size} tokens, fewer than one window of model.block_size + 1 = "
-                    f"{block_size + 1} (corpus {corpus.meta['source']}, data.val_fraction={corpus.meta['val_fraction']})"
-                )
+        self.n_windows = self._windows("train", len(corpus.train))
+        self.n_val_windows = self._windows("validation", min(val_tokens + 1, len(corpus.val)))
         self.n_sequences = max(1, round(tokens / block_size))
-        if isinstance(start_sequence, bool) or not isinstance(start_sequence, int) or not 0 <= start_sequence <= self.n_sequences:
-            raise DataConfigError(f"start_sequence must be an integer in [0, {self.n_sequences}], got {start_sequence!r}")
+        _check_int("start_sequence", start_sequence, 0, self.n_sequences)
         self.start_sequence = start_sequence
         self.order = WindowOrder(self.n_windows, seed)
+
+    def _windows(self, split: str, n_tokens: int) -> int:
+        """Whole windows of block_size + 1 tokens at stride block_size in the first n_tokens of a split."""
+        n = (n_tokens - 1) // self.block_size
+        if n < 1:
+            raise DataConfigError(
+                f"data: the {split} split has {n_tokens} tokens, fewer than one window of model.block_size + 1 = "
+                f"{self.block_size + 1} ({self.corpus.meta['source']}, val_fraction={self.corpus.meta['val_fraction']})"
+            )
+        return n
 
     @property
     def tokens_trained(self) -> int:
@@ -109,13 +115,20 @@ class TokenDataModule(L.LightningDataModule):
         return {**self.corpus.meta, "epochs": self.epochs, "val_tokens_used": self.val_tokens_used}
 
     def train_dataloader(self) -> DataLoader:
-        batches = WindowBatches(self.corpus.train, self.block_size, self.batch_size, self.start_sequence,
-                                self.n_sequences, self.order)
+        batches = WindowBatches(
+            self.corpus.train, self.block_size, self.batch_size, self.start_sequence, self.n_sequences, self.order
+        )
         return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         batches = WindowBatches(self.corpus.val, self.block_size, self.batch_size, 0, self.n_val_windows, _identity)
         return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+
+
+def _check_int(key: str, value: object, low: int, high: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        bounds = f"in [{low}, {high}]" if high < math.inf else f">= {low}"
+        raise DataConfigError(f"{key} must be an integer {bounds}, got {value!r}")
 
 
 def _identity(sequences: np.ndarray) -> np.ndarray:

@@ -32,9 +32,6 @@ class ByteTokenizer:
         ids = np.asarray(ids)
         return ids[ids != self.eod_id].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
-    def to_json(self) -> None:
-        return None
-
 
 class BpeTokenizer:
     kind = "bpe"
