@@ -52,6 +52,7 @@ def write(path: Path, files: dict[str, bytes | np.ndarray], meta: dict[str, Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a cache may be shared with other users
         entries = {name: _write_file(tmp / name, memoryview(content).cast("B")) for name, content in files.items()}
         meta = {**meta, "format": FORMAT, "files": entries}
         _write_file(tmp / META, memoryview(json.dumps(meta, indent=2).encode()).cast("B"))
