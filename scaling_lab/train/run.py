@@ -88,7 +88,15 @@ def _check(model: dict, train: dict) -> None:
 
 def _label(model: dict, tokens: float) -> str:
     shape = model["name"] or f"L{model['n_layer']}-D{model['d_model']}-H{model['n_head']}"
-    return f"{shape}_{int(tokens):.0e}".replace("+", "")
+    return f"{shape}_{_si(tokens)}"
+
+
+def _si(count: float) -> str:
+    """250000 -> 250k, 16384 -> 16.4k, 1e6 -> 1M: a readable run-id label (the hash keeps ids exact)."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return f"{int(count)}"
 
 
 def existing_record(spec: RunSpec) -> dict | None:

@@ -71,7 +71,7 @@ def fit_one(spec: RunSpec) -> dict:
         "val_curve": [list(p) for p in module.val_curve],
         "hparams": {**hp, "precision": precision, "accelerator": accelerator},
         "hparams_source": hp_source,
-        "data": {**corpus.meta, "epochs": dm.epochs},
+        "data": dm.record_meta,
         "throughput": {"tokens_per_s": module.tokens_seen / train_seconds,
                        "flops_per_s": module.tokens_seen * module.flops_per_token / train_seconds},
         "wandb": wandb_info,

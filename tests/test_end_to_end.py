@@ -1,0 +1,140 @@
+"""The whole pipeline through the real CLI: Hydra multirun -> Lightning -> records + W&B offline -> fit -> report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scaling_lab import layout, records
+
+pytestmark = pytest.mark.slow
+SECRET = "wandb-key-that-must-never-be-written-0123456789"
+
+
+def cli(*args: str, env: dict, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("token-cache")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
+            "SCALING_LAB_CACHE": str(cache), "WANDB_API_KEY": SECRET}
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory, env):
+    results = tmp_path_factory.mktemp("smoke")
+    proc = cli("sweep", "sweep=smoke", f"results_dir={results}", "progress=false", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, proc
+
+
+def load_records(results):
+    return [records.read_record(p) for p in layout.record_paths(results)]
+
+
+def test_smoke_sweep_leaves_complete_records(smoke):
+    results, proc = smoke
+    recs = load_records(results)
+    assert len(recs) == 6 and all(r["status"] == "completed" for r in recs)
+    assert {r["model"]["name"] for r in recs} == {"tiny-1", "tiny-2", "tiny-3"}
+    assert {r["tokens_requested"] for r in recs} == {8192, 16384}
+    for r in recs:
+        records.validate(r)
+        assert r["tokens"] % r["model"]["block_size"] == 0 and abs(r["tokens"] - r["tokens_requested"]) < 128
+        assert r["flops"] == pytest.approx(6 * r["params"] * r["tokens"])
+        assert r["val_curve"][-1] == [r["tokens"], r["final_val_loss"]]
+        assert 0 < r["final_val_loss"] < math.log(r["model"]["vocab_size"])  # learned something
+        assert r["data"]["fingerprint"] and r["data"]["tokenizer"] == "byte" and r["data"]["epochs"] > 0
+        assert {"lr", "batch_size", "warmup_steps", "total_steps"} <= set(r["hparams"])
+        assert "DeepSeek" in r["hparams_source"]["lr"]
+        assert r["sweep"] == "smoke" and r["wandb"]["group"] == "smoke"
+        assert r["hardware"]["accelerator"] == "cpu" and r["versions"]["torch"] and r["git_commit"]
+    manifest = json.loads(layout.sweep_manifest(results).read_text())
+    assert sorted(m["run_id"] for m in manifest["runs"]) == sorted(r["run_id"] for r in recs)
+
+
+def test_sweep_ends_with_a_fit_and_report(smoke):
+    results, proc = smoke
+    fit = json.loads((layout.fit_dir(results) / "fit.json").read_text())
+    assert fit["n_points"] == 6
+    for key in ("E", "A", "B", "alpha", "beta"):
+        assert math.isfinite(fit["parametric"][key])
+    assert (layout.fit_dir(results) / "report.md").read_text().strip()
+    assert list((layout.fit_dir(results) / "plots").glob("*.png"))
+    assert f"report: {layout.fit_dir(results) / 'report.md'}" in proc.stdout
+
+
+def test_wandb_offline_runs_read_back_with_wandbs_own_reader(smoke, env):
+    results, _ = smoke
+    for rec in load_records(results):
+        run_dir = next((layout.run_dir(results, rec["run_id"]) / "wandb").glob("offline-run-*"))
+        out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "wandb"), "leet", "inspect",
+                              "--summary", "--json", str(run_dir)], capture_output=True, text=True, env=env)
+        summary = json.loads(out.stdout)
+        assert summary["state"] == "finished"
+        assert summary["summary"]["val/loss"] == pytest.approx(rec["final_val_loss"], rel=1e-6)
+        assert summary["summary"]["tokens"] == rec["tokens"]
+        assert summary["summary"]["flops"] == pytest.approx(rec["tokens"] * 6 * rec["params"])
+
+
+def test_no_secret_is_written_anywhere(smoke):
+    results, _ = smoke
+    for path in results.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_relaunch_trains_nothing_new(smoke, env):
+    results, _ = smoke
+    before = {p: p.stat().st_mtime_ns for p in layout.record_paths(results)}
+    proc = cli("sweep", "sweep=smoke", f"results_dir={results}", "progress=false", "sweep.fit=false", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in layout.record_paths(results)} == before
+    assert (proc.stdout + proc.stderr).count("already completed") == 6
+
+
+def test_status_lists_every_run(smoke, env):
+    results, _ = smoke
+    proc = cli("status", f"results_dir={results}", env=env)
+    assert proc.returncode == 0
+    assert "6 completed, 0 running, 0 failed, 0 diverged, 0 pending" in proc.stdout
+
+
+def test_training_is_deterministic_given_the_seed(tmp_path, env):
+    def final_loss(where, seed):
+        proc = cli("train", "model.name=tiny-1", "train.tokens=4096", f"seed={seed}", f"results_dir={where}",
+                   "logger=none", "progress=false", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (rec,) = load_records(where)
+        return rec["final_val_loss"]
+
+    first = final_loss(tmp_path / "a", 0)
+    assert final_loss(tmp_path / "b", 0) == first
+    assert final_loss(tmp_path / "c", 1) != first
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.d_model=65", "model.d_model=65 is not divisible by model.n_head=4"),
+        ("model.name=tiny-99", "model.name='tiny-99' is not a known shape"),
+        ("train.tokens=0", "train.tokens must be a positive number"),
+        ("train.tokens=-5", "train.tokens must be a positive number"),
+        ("train.tokens=100", "less than one sequence"),
+        ("sweep=nope", "sweep"),
+    ],
+)
+def test_bad_config_fails_before_training_with_one_line(tmp_path, env, override, message):
+    proc = cli("train", override, f"results_dir={tmp_path / 'r'}", env=env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists()
