@@ -1,0 +1,31 @@
+"""The README's promise: a Quickstart of exactly two lines, the second of which is what CI runs."""
+
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quickstart_lines():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quickstart", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_quickstart_is_two_lines_and_ci_runs_the_second():
+    setup_and_run, tests = quickstart_lines()
+    assert "scripts/setup.sh" in setup_and_run and "sweep=local_small" in setup_and_run
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == tests
+
+
+def test_quickstart_preset_is_at_least_4_sizes_by_3_budgets():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("main", overrides=["sweep=local_small"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert len(params["model.name"].split(",")) >= 4
+    assert len(str(params["train.tokens"]).split(",")) >= 3
+    assert cfg.results_dir == "results/local_small" and cfg.logger.mode == "offline"
