@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 
 import lightning as L
 import torch
@@ -18,9 +17,6 @@ from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import warmup_steps_for
 
 log = logging.getLogger(__name__)
-# Lightning's INFO banners (devices, tips, "max_steps reached") would repeat for every run of a sweep
-logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 on torch >= 2.10, harmless
 
 
 def _accelerator(requested: str) -> str:
