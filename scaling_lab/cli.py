@@ -52,6 +52,7 @@ def _train_task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from scaling_lab.sweep.claim import Busy
     from scaling_lab.train.run import RunSpec, train
 
     try:
@@ -59,25 +60,36 @@ def _train_task(cfg: DictConfig) -> None:
     except Exception as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
+        if isinstance(e, Busy):  # a racing launch is training it and will write its record
+            log.warning("%s; this launch skips it", e)
+            return
         # one broken run must not stop a sweep: its record says what happened, `status` shows it
         log.error("run failed, sweep continues: %s: %s", type(e).__name__, e)
 
 
 def train_cmd(overrides: list[str]) -> int:
+    from scaling_lab import layout
+    from scaling_lab.sweep import claim
     from scaling_lab.train.run import RunSpec
 
-    RunSpec.from_config(_compose("main", overrides))  # one clear line for a bad config, before any work
+    spec = RunSpec.from_config(_compose("main", overrides))  # one clear line for a bad config, before any work
+    layout.check_writable(spec.results_dir)
+    holder = claim.live_holder(layout.claim_path(spec.results_dir, spec.run_id))
+    if holder is not None:
+        raise UsageError(f"run {spec.run_id} is being trained by {claim.describe(holder)}")
     _hydra_main(_train_task, overrides)
     return 0
 
 
 def sweep_cmd(overrides: list[str]) -> int:
+    from scaling_lab import layout
     from scaling_lab.sweep import grid
 
     if not any(o.split("=", 1)[0].lstrip("+~") == "sweep" for o in overrides):
         raise UsageError("choose a sweep preset: sweep=NAME (see conf/sweep/)")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         name, results_dir, runs = grid.plan("main", overrides)
+    layout.check_writable(results_dir)
     grid.write_manifest(name, results_dir, runs)
     print(f"sweep {name}: {len(runs)} runs into {results_dir}")
     _hydra_main(_train_task, ["--multirun", *overrides])

@@ -4,6 +4,8 @@
       sweep.json                 the planned grid of the last sweep launch (run ids and their overrides)
       runs/<run_id>/record.json  one run record per run (schema: scaling_lab.records)
       runs/<run_id>/wandb/       the run's W&B files (offline runs sync from here)
+      runs/<run_id>/last.ckpt    the latest training checkpoint, while the run is unfinished (resume point)
+      runs/<run_id>/claim.lock   held (flock) by the process training the run; its owner is written inside
       fit/fit.json               the fit stage's numbers
       fit/report.md              the fit stage's report, plots beside it in fit/plots/
       .hydra/                    Hydra's own logs of each launch
@@ -11,10 +13,20 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 RECORD_NAME = "record.json"
+
+
+def check_writable(results_dir: str | Path) -> None:
+    """One clear error, before any training, when runs could not be recorded under results_dir."""
+    try:
+        Path(results_dir).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=results_dir).close()
+    except OSError as e:
+        raise PermissionError(f"results_dir={results_dir} is not writable ({e.strerror or e})") from e
 
 
 def runs_dir(results_dir: str | Path) -> Path:
@@ -27,6 +39,14 @@ def run_dir(results_dir: str | Path, run_id: str) -> Path:
 
 def record_path(results_dir: str | Path, run_id: str) -> Path:
     return run_dir(results_dir, run_id) / RECORD_NAME
+
+
+def checkpoint_path(results_dir: str | Path, run_id: str) -> Path:
+    return run_dir(results_dir, run_id) / "last.ckpt"
+
+
+def claim_path(results_dir: str | Path, run_id: str) -> Path:
+    return run_dir(results_dir, run_id) / "claim.lock"
 
 
 def record_paths(results_dir: str | Path) -> Iterator[Path]:

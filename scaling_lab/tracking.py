@@ -29,36 +29,49 @@ def run_id(results_dir: Path, name: str) -> str:
 
 
 def wandb_logger(spec, config: dict):
-    """Lightning's WandbLogger for a run, or None when W&B is disabled or cannot start (the run goes on)."""
-    settings = spec.logger
-    chosen = mode(settings["mode"])
-    if chosen == "disabled":
-        return None
+    """Lightning's WandbLogger for a run, or None when W&B is disabled or cannot start (the run goes on).
+
+    An online run that cannot start (no network, bad key, server error) logs offline instead, under the same id,
+    so `wandb sync` can upload it later.
+    """
+    chosen = mode(spec.logger["mode"])
+    for attempt in {"online": ("online", "offline"), "offline": ("offline",)}.get(chosen, ()):
+        try:
+            return _start(spec, config, attempt)
+        except Exception as e:  # noqa: BLE001 - W&B trouble must never cost a training run
+            then = "logging offline instead" if attempt == "online" else "training continues without it"
+            log.warning("W&B could not start %s (%s: %s); %s", attempt, type(e).__name__, e, then)
+    return None
+
+
+def _start(spec, config: dict, chosen: str):
     from lightning.pytorch.loggers import WandbLogger
 
-    try:
-        logger = WandbLogger(
-            project=settings["project"], entity=settings["entity"], group=spec.sweep or "single-runs",
-            name=spec.run_id, id=run_id(spec.results_dir, spec.run_id), save_dir=str(spec.run_dir),
-            job_type="train", mode=chosen, resume="allow", config=config,
-        )
-        experiment = logger.experiment
-        # tokens and FLOPs are the x-axes of a scaling study, not optimizer steps
-        experiment.define_metric("tokens")
-        experiment.define_metric("flops")
-        for pattern in ("train/*", "val/*", "lr"):
-            experiment.define_metric(pattern, step_metric="tokens")
-    except Exception as e:  # noqa: BLE001 - W&B trouble must never cost a training run
-        log.warning("W&B could not start (%s: %s); training continues without it", type(e).__name__, e)
-        return None
+    settings = spec.logger
+    logger = WandbLogger(
+        project=settings["project"], entity=settings["entity"], group=spec.sweep or "single-runs",
+        name=spec.run_id, id=run_id(spec.results_dir, spec.run_id), save_dir=str(spec.run_dir),
+        job_type="train", mode=chosen, resume="allow", config=config,
+    )
+    experiment = logger.experiment
+    # tokens and FLOPs are the x-axes of a scaling study, not optimizer steps
+    experiment.define_metric("tokens")
+    experiment.define_metric("flops")
+    for pattern in ("train/*", "val/*", "lr"):
+        experiment.define_metric(pattern, step_metric="tokens")
     return logger
 
 
 def finish(logger) -> dict | None:
+    """The record's `wandb` field; a W&B error while closing is logged, never raised (the run itself is done)."""
     if logger is None:
         return None
-    experiment = logger.experiment
-    info = {"project": experiment.project, "group": experiment.group, "id": experiment.id,
-            "mode": experiment.settings.mode, "dir": experiment.dir}
-    experiment.finish()
+    try:
+        experiment = logger.experiment
+        info = {"project": experiment.project, "group": experiment.group, "id": experiment.id,
+                "mode": experiment.settings.mode, "dir": experiment.dir}
+        experiment.finish()
+    except Exception as e:  # noqa: BLE001
+        log.warning("W&B could not finish the run (%s: %s); the local record is unaffected", type(e).__name__, e)
+        return None
     return info

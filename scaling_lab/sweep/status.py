@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 from scaling_lab import layout, records
+from scaling_lab.sweep import claim
 
 ORDER = ("completed", "running", "failed", "diverged", "pending")
 
@@ -24,7 +25,21 @@ def run_states(results_dir: str) -> list[dict]:
     manifest = layout.sweep_manifest(results_dir)
     planned = json.loads(manifest.read_text())["runs"] if manifest.exists() else []
     rows = [found.pop(p["run_id"], {"run_id": p["run_id"], "status": "pending"}) for p in planned]
-    return rows + list(found.values())
+    return [_live(results_dir, row) for row in rows + list(found.values())]
+
+
+def _live(results_dir: str, row: dict) -> dict:
+    """`running` only while a live process holds the run's claim; a run whose process died is pending again."""
+    if row["status"] not in ("running", "pending"):
+        return row
+    holder = claim.live_holder(layout.claim_path(results_dir, row["run_id"]))
+    if holder is not None:
+        return {**row, "status": "running", "reason": claim.describe(holder)}
+    if row["status"] == "running":
+        resume = "its checkpoint" if layout.checkpoint_path(results_dir, row["run_id"]).exists() else "scratch"
+        return {**row, "status": "pending", "reason": f"interrupted (no live process); the next launch resumes "
+                                                      f"from {resume}"}
+    return row
 
 
 def summarize(results_dir: str) -> dict[str, int]:

@@ -29,15 +29,15 @@ class GPTModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.model.loss(x, y)
-        self.tokens_seen += x.numel()
+        loss = self._rank_share(x, y)
+        self.tokens_seen += x.numel()  # every rank gets the whole batch (see _rank_share): counted once
         if batch_idx % self.hp["log_every"] == 0 or batch_idx == self.total_steps - 1:
             self._check_and_log(loss.detach())
         return loss
 
     def _check_and_log(self, loss: torch.Tensor) -> None:
-        # one host sync per logging interval, not per step
-        value = loss.item()
+        # one host sync (and, under DDP, one all-reduce) per logging interval, not per step
+        value = self.trainer.strategy.reduce(loss.clone(), reduce_op="mean").item()  # reduce is in place
         if not math.isfinite(value) or value > self.explode_at:
             raise Diverged(f"training loss {value:.4g} at {self.tokens_seen} tokens (limit {self.explode_at:.3g})")
         self.last_train_loss = value
@@ -51,17 +51,41 @@ class GPTModule(L.LightningModule):
         self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         self._val_count = 0
 
+    def _rank_share(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """This rank's part of the batch's mean loss, weighted so that DDP's average over ranks is the full-batch mean:
+        K ranks take the same optimizer steps on the same batches as one device (same math, same run id)."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        if world == 1:
+            return self.model.loss(x, y)
+        if rank >= len(x):  # fewer sequences than ranks: a zero share still joins the gradient all-reduce
+            return self.model.loss(x[:1], y[:1]) * 0.0
+        return self.model.loss(x[rank::world], y[rank::world]) * (y[rank::world].numel() * world / y.numel())
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self._val_sum += self.model.loss(x, y).double() * y.numel()
-        self._val_count += y.numel()
+        x, y = x[self.global_rank::self.trainer.world_size], y[self.global_rank::self.trainer.world_size]
+        if y.numel():
+            self._val_sum += self.model.loss(x, y).double() * y.numel()
+            self._val_count += y.numel()
 
     def on_validation_epoch_end(self):
-        val_loss = (self._val_sum / self._val_count).item()
+        counts = torch.stack([self._val_sum, torch.tensor(float(self._val_count), device=self.device,
+                                                          dtype=torch.float64)])
+        total, count = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+        val_loss = total / count
         if not self.val_curve or self.val_curve[-1][0] != self.tokens_seen:
             self.val_curve.append((self.tokens_seen, val_loss))
         self.log_dict({"val/loss": val_loss, "tokens": float(self.tokens_seen),
                        "flops": self.tokens_seen * self.flops_per_token}, prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["progress"] = {"tokens_seen": self.tokens_seen, "val_curve": self.val_curve,
+                                  "last_train_loss": self.last_train_loss}
+
+    def on_load_checkpoint(self, checkpoint):
+        progress = checkpoint["progress"]
+        self.tokens_seen, self.last_train_loss = progress["tokens_seen"], progress["last_train_loss"]
+        self.val_curve = [tuple(point) for point in progress["val_curve"]]
 
     def configure_optimizers(self):
         hp = self.hp

@@ -1,7 +1,8 @@
 """One training run, from a composed Hydra config to a run record on disk.
 
 Order matters: everything that can be checked cheaply is checked before the corpus is built or a model trained,
-and a completed record is never overwritten (a re-launch of the same config returns the existing record).
+and a finished record (completed or diverged) is never overwritten: a re-launch of the same config returns it.
+A run is trained under its claim (scaling_lab/sweep/claim.py), so two launches never train it at the same time.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from scaling_lab import accounting, layout, provenance, records
+from scaling_lab.data.config import DataConfig
 from scaling_lab.model.config import ModelConfig, ShapeError
+from scaling_lab.sweep import claim
 
 log = logging.getLogger(__name__)
 
 # train.* keys that change how a run is watched, not what it learns: left out of the run id
-_UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every")
+_UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every", "checkpoint_every", "keep_checkpoint")
+# a diverged run would diverge again (training is deterministic): like a completed one, it is a result
+FINISHED = ("completed", "diverged")
 
 
 class ConfigError(ValueError):
@@ -43,6 +48,7 @@ class RunSpec:
     data: dict
     train: dict
     logger: dict
+    trainer: dict
     seed: int
     accelerator: str
     progress: bool
@@ -51,7 +57,8 @@ class RunSpec:
     def from_config(cls, cfg: DictConfig) -> RunSpec:
         container = OmegaConf.to_container(cfg, resolve=True)
         model, data, train = container["model"], container["data"], container["train"]
-        _check(model, train)
+        _check(model, train, container["trainer"])
+        DataConfig.from_dict(data)  # an unknown source or tokenizer fails here, before any corpus is read
         shape_keys = ("name",) if model["name"] else ("n_layer", "d_model", "n_head")
         semantic = {
             "model": {k: model[k] for k in (*shape_keys, "block_size")},
@@ -64,11 +71,12 @@ class RunSpec:
         sweep = (container.get("sweep") or {}).get("name")
         return cls(run_id=run_id, run_dir=layout.run_dir(results_dir, run_id), results_dir=results_dir,
                    sweep=sweep, model=model, data=data, train=train, logger=container["logger"],
+                   trainer=container["trainer"],
                    seed=int(container["seed"]), accelerator=container["accelerator"],
                    progress=bool(container["progress"]))
 
 
-def _check(model: dict, train: dict) -> None:
+def _check(model: dict, train: dict, trainer: dict) -> None:
     try:
         ModelConfig.resolve(model["name"], vocab_size=256, block_size=model["block_size"],
                             n_layer=model["n_layer"], d_model=model["d_model"], n_head=model["n_head"])
@@ -84,6 +92,14 @@ def _check(model: dict, train: dict) -> None:
             raise ConfigError(f"train.{key} must be positive or null (null = published rule), got {train[key]!r}")
     if not 0 < train["min_lr_frac"] <= 1:
         raise ConfigError(f"train.min_lr_frac must be in (0, 1], got {train['min_lr_frac']!r}")
+    step_tokens = (train["batch_size"] or 1) * model["block_size"]
+    if tokens < step_tokens:
+        raise ConfigError(f"train.tokens={tokens} is less than one optimizer step (train.batch_size x "
+                          f"model.block_size = {step_tokens} tokens)")
+    for key, value, low in (("train.checkpoint_every", train["checkpoint_every"], 0),
+                            ("trainer.devices", trainer["devices"], 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
 
 
 def _label(model: dict, tokens: float) -> str:
@@ -111,12 +127,28 @@ def existing_record(spec: RunSpec) -> dict | None:
 
 
 def train(spec: RunSpec) -> dict:
-    """Train one run and write its record; return the record. A completed run is not trained again."""
-    previous = existing_record(spec)
-    if previous and previous["status"] == "completed":
-        log.info("run %s already completed (val loss %.4f): skipped", spec.run_id, previous["final_val_loss"])
-        return previous
+    """Train one run (resuming its checkpoint) and write its record; return the record.
 
+    A finished run is not trained again; a run that another live process is training raises claim.Busy.
+    """
+    finished = _finished_record(spec)
+    if finished:
+        return finished
+    with claim.hold(layout.claim_path(spec.results_dir, spec.run_id)):
+        # checked again under the claim: a racing launch may have finished the run a moment ago
+        return _finished_record(spec) or _train_claimed(spec)
+
+
+def _finished_record(spec: RunSpec) -> dict | None:
+    previous = existing_record(spec)
+    if not previous or previous["status"] not in FINISHED:
+        return None
+    detail = f"val loss {previous['final_val_loss']:.4f}" if previous["status"] == "completed" else previous["error"]
+    log.info("run %s already %s (%s): skipped", spec.run_id, previous["status"], detail)
+    return previous
+
+
+def _train_claimed(spec: RunSpec) -> dict:
     from scaling_lab.train.trainer import fit_one  # torch/lightning are imported only for real work
 
     record_path = layout.record_path(spec.results_dir, spec.run_id)

@@ -1,19 +1,27 @@
-"""Wires a RunSpec into Lightning: corpus, data module, model, W&B logger, Trainer; returns what the record needs."""
+"""Wires a RunSpec into Lightning: corpus, data module, model, W&B logger, Trainer; returns what the record needs.
+
+Requeueing belongs to the launcher (submitit, `hydra/launcher=submitit_slurm`): every Trainer gets an explicit
+LightningEnvironment, so Lightning's SLURM plugin never installs its own auto-requeue handler beside submitit's.
+A requeued or re-launched run resumes from the checkpoint in its run directory (scaling_lab/train/checkpoint.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.environments import LightningEnvironment
+from lightning.pytorch.strategies import DDPStrategy
 
-from scaling_lab import accounting, tracking
+from scaling_lab import accounting, layout, tracking
 from scaling_lab.data import TokenDataModule, prepare_corpus
 from scaling_lab.model.config import ModelConfig
-from scaling_lab.train import hparams
+from scaling_lab.train import checkpoint, hparams, ranks
 from scaling_lab.train.module import GPTModule
-from scaling_lab.train.run import RunSpec
+from scaling_lab.train.run import Diverged, RunSpec
 from scaling_lab.train.schedule import warmup_steps_for
 
 log = logging.getLogger(__name__)
@@ -26,6 +34,24 @@ def _accelerator(requested: str) -> str:
 
 
 def fit_one(spec: RunSpec) -> dict:
+    """Train a run from its last checkpoint (or from scratch) on trainer.devices ranks; rank zero's outcome."""
+    ckpt = layout.checkpoint_path(spec.results_dir, spec.run_id)
+    resume = checkpoint.resume_point(ckpt)
+    if resume:
+        log.info("run %s resumes from %s", spec.run_id, resume)
+    with ranks.workers(spec, resume):
+        try:
+            outcome = fit_rank(spec, resume, track=True)
+        except Diverged:
+            checkpoint.remove(ckpt)  # a diverged run is final: nothing will resume it
+            raise
+    if not spec.train["keep_checkpoint"]:
+        checkpoint.remove(ckpt)
+    return outcome
+
+
+def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
+    """One rank of a run; every rank builds the same model and data, only the tracked one logs to W&B."""
     corpus = prepare_corpus(spec.data)
     m, t = spec.model, spec.train
     shape = ModelConfig.resolve(m["name"], vocab_size=corpus.vocab_size, block_size=m["block_size"],
@@ -45,20 +71,29 @@ def fit_one(spec: RunSpec) -> dict:
         precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     logger = tracking.wandb_logger(spec, config={"model": shape.to_dict(), "train": hp, "data": spec.data,
-                                                 "seed": spec.seed, "run_id": spec.run_id})
+                                                 "seed": spec.seed, "run_id": spec.run_id}) if track else None
+    devices = spec.trainer["devices"]
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_steps=dm.steps, max_epochs=1,
+        accelerator=accelerator, devices=devices, precision=precision, max_steps=dm.steps, max_epochs=1,
+        # ranks split each batch themselves (GPTModule._rank_share): no DistributedSampler
+        strategy=DDPStrategy(cluster_environment=LightningEnvironment()) if devices > 1 else "auto",
+        plugins=None if devices > 1 else [LightningEnvironment()], use_distributed_sampler=False,
         logger=logger or False, log_every_n_steps=t["log_every"], enable_checkpointing=False,
+        callbacks=[checkpoint.AtomicCheckpoint(layout.checkpoint_path(spec.results_dir, spec.run_id),
+                                               t["checkpoint_every"])],
         val_check_interval=max(1, dm.steps // t["eval_points"]), num_sanity_val_steps=0,
         gradient_clip_val=t["grad_clip"], deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
     )
+    train_batches = checkpoint.ResumableBatches(dm.train_dataloader().dataset)
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=dm.val_dataloader(),
+                    ckpt_path=resume, weights_only=False)  # our own file: it holds numpy RNG state
         train_seconds = time.perf_counter() - start
+        tokens_this_process = module.tokens_seen - train_batches.first_batch * batch_size * shape.block_size
         if not module.val_curve or module.val_curve[-1][0] != module.tokens_seen:
-            trainer.validate(module, datamodule=dm, verbose=False)
+            trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)
     finally:
         wandb_info = tracking.finish(logger)
     if module.tokens_seen != dm.tokens_trained:
@@ -72,7 +107,7 @@ def fit_one(spec: RunSpec) -> dict:
         "hparams": {**hp, "precision": precision, "accelerator": accelerator},
         "hparams_source": hp_source,
         "data": dm.record_meta,
-        "throughput": {"tokens_per_s": module.tokens_seen / train_seconds,
-                       "flops_per_s": module.tokens_seen * module.flops_per_token / train_seconds},
+        "throughput": {"tokens_per_s": tokens_this_process / train_seconds,
+                       "flops_per_s": tokens_this_process * module.flops_per_token / train_seconds},
         "wandb": wandb_info,
     }

@@ -1,0 +1,92 @@
+"""Multi-device runs (trainer.devices=K > 1): the launched job is rank zero and starts ranks 1..K-1 itself.
+
+The ranks are local processes joined by Lightning's DDP strategy through the environment variables of its
+LightningEnvironment. Starting them here, not through Lightning's script re-launcher, keeps one Hydra job per run
+under every launcher (basic, submitit_local, submitit_slurm with tasks_per_node=1): only rank zero claims the run,
+writes its record and talks to W&B. One node per run; K is at most the GPUs of that node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
+_GRACE_S = 60  # how long rank zero waits for the other ranks to leave after it finished or failed
+
+
+@contextmanager
+def workers(spec, resume: Path | None) -> Iterator[None]:
+    """Around rank zero's training: ranks 1..K-1 run the same spec from the same checkpoint, then must exit 0."""
+    devices = spec.trainer["devices"]
+    if devices == 1:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in _DDP_ENV}
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(devices), NODE_RANK="0",
+                      LOCAL_RANK="0")
+    payload = json.dumps({"spec": asdict(spec), "resume": resume and str(resume)}, default=str)
+    procs = [subprocess.Popen([sys.executable, "-m", __name__, payload], env={**os.environ, "LOCAL_RANK": str(rank)})
+             for rank in range(1, devices)]
+    try:
+        yield
+    except BaseException:
+        _stop(procs)
+        raise
+    finally:
+        _leave(saved)
+    failed = {rank: code for rank, code in enumerate(_stop(procs), start=1) if code}
+    if failed:
+        raise RuntimeError(f"DDP ranks exited with errors: {failed} (their tracebacks are in this job's log)")
+
+
+def _stop(procs: list[subprocess.Popen]) -> list[int]:
+    for proc in procs:
+        try:
+            proc.wait(timeout=_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return [proc.wait() for proc in procs]
+
+
+def _leave(saved: dict[str, str | None]) -> None:
+    import torch.distributed as dist
+
+    # the next run of a sequential multirun builds its own process group, possibly with another world size
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(payload: str) -> None:
+    from scaling_lab.train.run import RunSpec
+    from scaling_lab.train.trainer import fit_rank
+
+    fields = json.loads(payload)
+    spec = RunSpec(**fields["spec"])
+    spec = replace(spec, run_dir=Path(spec.run_dir), results_dir=Path(spec.results_dir))
+    fit_rank(spec, fields["resume"] and Path(fields["resume"]), track=False)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    _worker(sys.argv[1])
