@@ -95,7 +95,7 @@ def minimize_batched(
         y = g_new - g
         sy = np.einsum("kp,kp->k", s, y)
         yy = np.einsum("kp,kp->k", y, y)
-        curved = found & (sy > 1e-12 * yy)
+        curved = found & (sy > 1e-12 * yy) & (yy > 0)
         slot = k % memory
         s_h[slot] = s
         y_h[slot] = y
