@@ -5,7 +5,9 @@ No torch here: the accounting module, the planner and the fit read shapes withou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 # Named shapes. The tiny-* ladder fits a 2-core CPU sweep in minutes; the gpt-* ladder is the GPU
 # yardstick of nanoGPT-style shapes (params quoted for vocabulary 50,304 and context 1,024).
@@ -24,6 +26,9 @@ SHAPES: dict[str, dict[str, int]] = {
 }
 
 
+PARAMETRIZATIONS = ("standard", "mup")  # standard: GPT-2 init and LR; mup: Yang et al. 2022
+
+
 class ShapeError(ValueError):
     """A model shape that cannot be built; the message names the offending key."""
 
@@ -37,12 +42,19 @@ class ModelConfig:
     block_size: int
     name: str | None = None
     mlp_ratio: int = 4
+    parametrization: str = "standard"  # or "mup" (scaling_lab/model/mup.py)
+    mup_base_width: int | None = None  # under mup: the width whose hyperparameters the others inherit
 
     def __post_init__(self) -> None:
         for key in ("n_layer", "d_model", "n_head", "vocab_size", "block_size", "mlp_ratio"):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
                 raise ShapeError(f"model.{key} must be a positive integer, got {value!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ShapeError(f"model.parametrization={self.parametrization!r} is not one of {PARAMETRIZATIONS}")
+        base = self.mup_base_width
+        if self.parametrization == "mup" and (not isinstance(base, int) or base <= 0):
+            raise ShapeError(f"model.mup_base_width must be a positive integer under mup, got {base!r}")
         if self.d_model % self.n_head:
             raise ShapeError(
                 f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}"
@@ -53,13 +65,26 @@ class ModelConfig:
         return self.d_model // self.n_head
 
     @classmethod
-    def resolve(cls, name: str | None, vocab_size: int, block_size: int, **shape: int) -> ModelConfig:
+    def resolve(cls, name: str | None, vocab_size: int, block_size: int, parametrization: str = "standard",
+                mup_base_width: int | None = None, **shape: int) -> ModelConfig:
         """A named shape from SHAPES, or the free n_layer / d_model / n_head when name is null."""
         if name is not None:
             if name not in SHAPES:
                 raise ShapeError(f"model.name={name!r} is not a known shape; known: {', '.join(SHAPES)}")
             shape = SHAPES[name]
-        return cls(vocab_size=vocab_size, block_size=block_size, name=name, **shape)
+        return cls(vocab_size=vocab_size, block_size=block_size, name=name, parametrization=parametrization,
+                   mup_base_width=mup_base_width, **shape)
+
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any], vocab_size: int) -> ModelConfig:
+        """The shape a `model` config group asks for (conf/model/default.yaml), given the tokenizer's vocabulary."""
+        try:
+            return cls.resolve(model["name"], vocab_size=vocab_size, block_size=model["block_size"],
+                               n_layer=model["n_layer"], d_model=model["d_model"], n_head=model["n_head"],
+                               parametrization=model.get("parametrization", "standard"),
+                               mup_base_width=model.get("mup_base_width"))
+        except TypeError as e:
+            raise ShapeError(f"model shape: {e}") from e
 
     def to_dict(self) -> dict:
         return asdict(self)

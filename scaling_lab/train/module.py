@@ -8,6 +8,7 @@ from functools import partial
 import lightning as L
 import torch
 
+from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
 from scaling_lab.train.run import Diverged
@@ -89,11 +90,8 @@ class GPTModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hp
-        # weight decay on matrices only; gains and embeddings-as-lookups are left alone (nanoGPT's grouping)
-        decay = [p for p in self.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.dim() < 2]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            mup.param_groups(self.shape, self.model.named_parameters(), hp["lr"], hp["weight_decay"]),
             lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
             fused=self.device.type == "cuda",
         )

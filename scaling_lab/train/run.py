@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling_lab import accounting, layout, provenance, records
 from scaling_lab.data.config import DataConfig
-from scaling_lab.model.config import ModelConfig, ShapeError
+from scaling_lab.model.config import ModelConfig
 from scaling_lab.sweep import claim
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class RunSpec:
         _check(model, train, container["trainer"])
         DataConfig.from_dict(data)  # an unknown source or tokenizer fails here, before any corpus is read
         shape_keys = ("name",) if model["name"] else ("n_layer", "d_model", "n_head")
+        if model.get("parametrization", "standard") != "standard":  # standard runs keep their earlier ids
+            shape_keys += ("parametrization", "mup_base_width")
         semantic = {
             "model": {k: model[k] for k in (*shape_keys, "block_size")},
             "data": {k: v for k, v in data.items() if k != "cache_dir"},
@@ -77,11 +79,7 @@ class RunSpec:
 
 
 def _check(model: dict, train: dict, trainer: dict) -> None:
-    try:
-        ModelConfig.resolve(model["name"], vocab_size=256, block_size=model["block_size"],
-                            n_layer=model["n_layer"], d_model=model["d_model"], n_head=model["n_head"])
-    except TypeError as e:
-        raise ShapeError(f"model shape: {e}") from e
+    ModelConfig.from_config(model, vocab_size=256)
     tokens = train["tokens"]
     if not isinstance(tokens, (int, float)) or tokens <= 0:
         raise ConfigError(f"train.tokens must be a positive number of tokens, got {tokens!r}")

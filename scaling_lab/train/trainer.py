@@ -54,8 +54,7 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
     """One rank of a run; every rank builds the same model and data, only the tracked one logs to W&B."""
     corpus = prepare_corpus(spec.data)
     m, t = spec.model, spec.train
-    shape = ModelConfig.resolve(m["name"], vocab_size=corpus.vocab_size, block_size=m["block_size"],
-                                n_layer=m["n_layer"], d_model=m["d_model"], n_head=m["n_head"])
+    shape = ModelConfig.from_config(m, vocab_size=corpus.vocab_size)
     lr, batch_size, hp_source = hparams.resolve(shape, int(t["tokens"]), t["lr"], t["batch_size"], t["lr_rule"])
     L.seed_everything(spec.seed, workers=True, verbose=False)
     dm = TokenDataModule(corpus, block_size=shape.block_size, batch_size=batch_size, tokens=int(t["tokens"]),
