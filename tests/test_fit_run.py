@@ -1,0 +1,116 @@
+"""run_fit end to end on a results directory of schema-valid run records: files, keys, report, W&B, isolation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaling_lab import layout, records
+from scaling_lab.fit import FitInputError, run_fit
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = [1e6, 2.2e6, 4.6e6, 1e7, 2.2e7]
+TOKENS = [1e7, 2.5e7, 6e7, 1.5e8]
+
+
+def make_results(tmp_path, seed=0):
+    rng = np.random.default_rng(seed)
+    for i, n in enumerate(SIZES):
+        for j, d in enumerate(TOKENS):
+            loss = (1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37) * np.exp(0.003 * rng.normal())
+            rec = {
+                "run_id": f"run-{i}-{j}", "status": "completed", "sweep": "test", "model": {"name": f"s{i}"},
+                "params": int(n), "params_non_embedding": int(0.7 * n), "tokens": int(d), "tokens_requested": int(d),
+                "flops": 6.0 * n * d, "flops_convention": "6N", "flops_by_convention": {"6N": 6.0 * n * d},
+                "final_val_loss": float(loss), "val_curve": [[int(d), float(loss)]], "hparams": {"lr": 1e-3},
+                "hparams_source": {}, "data": {"fingerprint": "f", "tokenizer": "byte"}, "seed": 0,
+                "wall_time_s": 1.0, "hardware": {}, "versions": {}, "started_at": "2026-11-23T00:00:00+00:00",
+            }
+            records.write_record(layout.record_path(tmp_path, rec["run_id"]), rec)
+    records.write_record(layout.record_path(tmp_path, "oom"), {"run_id": "oom", "status": "failed", "error": "OOM"})
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    results = make_results(tmp_path_factory.mktemp("results"))
+    out = layout.fit_dir(results)
+    return results, out, run_fit(str(results), out, {"bootstrap": 60})
+
+
+def test_fit_json_has_every_promised_key(fitted):
+    _, out, fit = fitted
+    on_disk = json.loads((out / "fit.json").read_text())
+    assert on_disk["n_points"] == fit["n_points"] == 20
+    assert on_disk["excluded"] == [{"run": "oom", "reason": "status failed: OOM"}]
+    p = on_disk["parametric"]
+    assert p["objective"] > 0
+    for k in ("E", "A", "B", "alpha", "beta"):
+        assert np.isfinite(p[k])
+        assert p["se"][k] > 0
+        lo, hi = p["ci95"][k]
+        assert lo <= p[k] <= hi or k in ("A", "B")  # percentile intervals of skewed A, B need not contain them
+    assert abs(p["alpha"] - 0.34) < 0.05 and abs(p["beta"] - 0.37) < 0.05
+    co = on_disk["compute_optimal"]
+    assert abs(co["a"] + co["b"] - 1) < 1e-12 and len(co["ci95"]["a"]) == 2
+    iso = on_disk["isoflop"]
+    assert {"a", "b", "ci95", "budgets"} <= set(iso)
+    assert iso["a"] is None and "usable compute budgets" in iso["reason"]  # an N x D grid has no IsoFLOP slices
+    assert on_disk["diminishing_returns"]["verdict"] in {"none", "diminishing", "accelerating", "inconclusive"}
+    for piece in ("local_exponent", "broken_power_law", "backtest"):
+        assert on_disk["diminishing_returns"][piece]["why"]
+
+
+def test_report_answers_first_and_plots_exist(fitted):
+    _, out, fit = fitted
+    report = (out / "report.md").read_text()
+    head = report.split("\n## ")[0]
+    assert "**Answer.**" in head and "**Diminishing returns:" in head
+    assert f"{fit['parametric']['alpha']:.4f}" in head
+    assert "| oom | status failed: OOM |" in report
+    for name in ("frontier", "fitted_vs_observed", "residuals", "local_exponent", "backtest"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+        assert f"(plots/{name}.png)" in report
+
+
+def test_same_seed_same_numbers(fitted, tmp_path):
+    results, _, fit = fitted
+    again = run_fit(str(results), tmp_path, {"bootstrap": 60, "plots": False})
+    assert again["parametric"]["ci95"] == fit["parametric"]["ci95"]
+    assert again["diminishing_returns"]["verdict"] == fit["diminishing_returns"]["verdict"]
+
+
+def test_too_few_runs_is_a_clear_error(tmp_path):
+    make_results(tmp_path)
+    with pytest.raises(FitInputError, match="fewer than the 5 parameters"):
+        run_fit(str(tmp_path), tmp_path / "fit", {"where": {"model.name": "s0"}})
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_of_job_type_fit(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    results = make_results(tmp_path / "results")
+    wandb_cfg = {"mode": "offline", "project": "scaling-lab", "entity": None, "group": "test",
+                 "dir": str(tmp_path / "fit")}
+    fit = run_fit(str(results), tmp_path / "fit", {"bootstrap": 20}, wandb_cfg=wandb_cfg)
+    assert fit["wandb"] and fit["wandb"]["mode"] == "offline"
+    run_dirs = list((tmp_path / "fit" / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1
+    logged = b"".join(p.read_bytes() for p in run_dirs[0].glob("*.wandb"))
+    assert b"fit" in logged and b"parametric/alpha" in logged
+    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["wandb"]["id"] == fit["wandb"]["id"]
+
+
+def test_fit_never_imports_training_code(tmp_path):
+    make_results(tmp_path)
+    code = (
+        "import sys; from scaling_lab.fit import run_fit; "
+        f"run_fit({str(tmp_path)!r}, {str(tmp_path / 'fit')!r}, {{'bootstrap': 10}}); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning') "
+        "or m.startswith(('scaling_lab.train', 'scaling_lab.data', 'scaling_lab.model.gpt'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
