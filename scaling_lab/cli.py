@@ -83,17 +83,44 @@ def train_cmd(overrides: list[str]) -> int:
 
 def sweep_cmd(overrides: list[str]) -> int:
     from scaling_lab import layout
-    from scaling_lab.sweep import grid
+    from scaling_lab.sweep import grid, launch
 
     if not any(o.split("=", 1)[0].lstrip("+~") == "sweep" for o in overrides):
         raise UsageError("choose a sweep preset: sweep=NAME (see conf/sweep/)")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        name, results_dir, runs = grid.plan("main", overrides)
-    layout.check_writable(results_dir)
-    grid.write_manifest(name, results_dir, runs)
-    print(f"sweep {name}: {len(runs)} runs into {results_dir}")
-    _hydra_main(_train_task, ["--multirun", *overrides])
+        sweep = launch.prepare("main", overrides)
+    if sweep.cfg["plan"]:
+        from scaling_lab.sweep.plan import report
+
+        print(report(sweep.cfg, sweep.runs, sweep.corpus, sweep.design))
+        return 0
+    layout.check_writable(sweep.results_dir)
+    grid.write_manifest(sweep.name, sweep.results_dir, sweep.runs)
+    print(f"sweep {sweep.name}: {len(sweep.runs)} runs into {sweep.results_dir}")
+    _hydra_main(_train_task, ["--multirun", *sweep.overrides])
+    if sweep.extends:
+        _extend_edges(sweep)
     return 0
+
+
+def _extend_edges(sweep) -> None:
+    """Adaptive IsoFLOP: a second multirun past the budgets whose minimum is at an edge, then the fit."""
+    from scaling_lab.sweep import extend, grid, launch
+
+    extra = extend.extension(sweep.design, sweep.runs, sweep.results_dir, sweep.cfg["sweep"].get("extend_sizes", 2))
+    if extra:
+        print(f"edge extension: {len(extra)} runs past the edges of " + ", ".join(
+            f"C={b:.3g}" for b in sorted({run.budget for run in extra})))
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            command = launch.add_runs(sweep, "main", extra)
+        grid.write_manifest(sweep.name, sweep.results_dir, sweep.runs)
+        _hydra_main(_train_task, ["--multirun", *command])
+    else:
+        print("edge extension: every budget's minimum lies inside its sizes; nothing to add")
+    if sweep.cfg["sweep"].get("fit", True):
+        from scaling_lab.sweep.finish import fit_sweep
+
+        fit_sweep(OmegaConf.create(sweep.cfg))
 
 
 def fit_cmd(overrides: list[str]) -> int:

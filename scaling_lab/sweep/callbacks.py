@@ -10,7 +10,10 @@ from omegaconf import DictConfig
 
 class FitAfterSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("sweep") and config.sweep.get("fit", True):
+        sweep = config.get("sweep") or {}
+        # an IsoFLOP sweep that extends its edges ends after the extension round: the CLI fits it then
+        extends = sweep.get("extend_edges") and (sweep.get("design") or {}).get("kind") == "isoflop"
+        if sweep and sweep.get("fit", True) and not extends:
             from scaling_lab.sweep.finish import fit_sweep
 
             fit_sweep(config)

@@ -19,6 +19,11 @@ def expand(config_name: str, overrides: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 
+def preset(config_name: str, overrides: list[str]):
+    """The config every job shares: the command line without its sweep overrides (a,b,c)."""
+    return compose(config_name, overrides=_fixed(overrides))
+
+
 def _fixed(overrides: list[str]) -> list[str]:
     """The command line without its sweep overrides (a,b,c), enough to read the preset."""
     parsed = OverridesParser.create().parse_overrides(overrides)
@@ -34,7 +39,8 @@ def plan(config_name: str, overrides: list[str]) -> tuple[str | None, str, list[
         spec = RunSpec.from_config(cfg)
         name, results_dir = spec.sweep, str(spec.results_dir)
         runs.setdefault(spec.run_id, {"run_id": spec.run_id, "overrides": job,
-                                      "model": OmegaConf.to_container(cfg.model), "tokens": spec.train["tokens"]})
+                                      "model": OmegaConf.to_container(cfg.model), "tokens": spec.train["tokens"],
+                                      "lr": spec.train["lr"], "batch_size": spec.train["batch_size"]})
     return name, results_dir, list(runs.values())
 
 

@@ -1,0 +1,54 @@
+"""From a sweep preset to launch-ready runs: a grid's jobs, or a design's planned runs registered with Hydra.
+
+Both end as manifest entries (sweep.json) and a multirun command line; run inside an initialized Hydra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import OmegaConf
+
+from scaling_lab.data import TokenCorpus, prepare_corpus
+from scaling_lab.sweep import designs, grid
+
+
+@dataclass
+class Sweep:
+    cfg: dict  # the preset composed without its sweep overrides, resolved
+    name: str | None
+    results_dir: str
+    runs: list[dict]  # manifest entries
+    user_overrides: list[str]
+    overrides: list[str]  # the multirun's command line: the user's plus the design's runs
+    design: designs.Design | None
+    corpus: TokenCorpus | None
+
+    @property
+    def extends(self) -> bool:
+        return bool(self.design and self.design.kind == "isoflop" and self.cfg["sweep"].get("extend_edges"))
+
+
+def prepare(config_name: str, overrides: list[str]) -> Sweep:
+    cfg = OmegaConf.to_container(grid.preset(config_name, overrides), resolve=True)
+    corpus = design = None
+    if cfg["plan"] or cfg["sweep"].get("design"):
+        corpus = prepare_corpus(cfg["data"])  # the vocabulary sizes the shapes; the corpus counts epochs
+        design = designs.from_config(cfg, corpus.vocab_size)
+    sweep = Sweep(cfg, None, "", [], overrides, overrides, design, corpus)
+    if design is not None:
+        designs.check_overrides(overrides)
+        add_runs(sweep, config_name, design.runs(corpus.vocab_size))
+    else:
+        sweep.name, sweep.results_dir, sweep.runs = grid.plan(config_name, overrides)
+    return sweep
+
+
+def add_runs(sweep: Sweep, config_name: str, planned: list[designs.Planned]) -> list[str]:
+    """Register planned runs, add their manifest entries; return the multirun command line that trains them."""
+    extra, by_name = designs.register(planned)
+    command = [*sweep.user_overrides, *extra]
+    sweep.name, sweep.results_dir, runs = grid.plan(config_name, command)
+    sweep.runs += designs.annotate(runs, by_name)
+    sweep.overrides = command
+    return command

@@ -1,0 +1,192 @@
+"""`scaling-lab sweep sweep=NAME plan=true`: what a sweep will cost, before it spends anything.
+
+One row per planned run (shape, N, D, C, tokens/param, epochs over the corpus, batch x steps), the total compute
+and an estimated wall time from a short throughput probe of each shape on the detected device. Tokens, batch and
+steps come from the same TokenDataModule and hparams rule that training uses, so C here is what the records get.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from scaling_lab import accounting
+from scaling_lab.data import TokenCorpus, TokenDataModule
+from scaling_lab.model import mup
+from scaling_lab.model.config import ModelConfig
+from scaling_lab.model.gpt import GPT
+from scaling_lab.model.sizing import label
+from scaling_lab.sweep.designs import Design, optimal_params
+from scaling_lab.train import hparams
+
+# Muennighoff et al. 2023 (Scaling Data-Constrained Language Models, Sec. 5): up to ~4 epochs, repeated tokens
+# are worth almost as much as unique ones; beyond that their value decays quickly.
+MAX_EPOCHS = 4
+ISOFLOP_TOLERANCE = 0.01  # a budget's runs must spend the same compute to within 1%
+PROBE_TOKENS = 8192  # cap on the tokens of one probe step, so that probing a large model stays short
+WARMUP_STEPS = 5  # allocator, kernel selection and AdamW state settle over the first steps
+
+
+@dataclass(frozen=True)
+class Row:
+    run_id: str
+    shape: ModelConfig
+    tokens: int  # as trained: the requested budget in whole sequences
+    batch_size: int
+    wanted_batch: float  # sequences per step the config or rule asked for, before capping at the run's length
+    steps: int
+    epochs: float
+    flops: float  # under the plan's convention
+    record_flops: float  # under accounting.DEFAULT_CONVENTION, the record's `flops`
+    eval_tokens: int  # validation tokens over all evaluation passes
+    budget: float | None
+
+    @property
+    def params(self) -> int:
+        return accounting.params_total(self.shape)
+
+
+def report(cfg: Mapping[str, Any], entries: list[dict], corpus: TokenCorpus, design: Design | None) -> str:
+    """The planner's whole output for a composed config (as a container) and its manifest entries."""
+    convention = design.convention if design else accounting.DEFAULT_CONVENTION
+    table = rows(entries, corpus, cfg["train"], cfg["data"]["val_tokens"], convention)
+    device = device_name(cfg["accelerator"])
+    return render(table, estimate_seconds(table, device), warnings(table, design), convention, describe(device))
+
+
+def rows(entries: list[dict], corpus: TokenCorpus, train: Mapping[str, Any], val_tokens: int,
+         convention: str) -> list[Row]:
+    out = []
+    for e in entries:
+        shape = ModelConfig.from_config(e["model"], corpus.vocab_size)
+        tokens = int(e["tokens"])
+        _, batch, _ = hparams.resolve(shape, tokens, e["lr"], e["batch_size"], train["lr_rule"])
+        dm = TokenDataModule(corpus, shape.block_size, batch, tokens, seed=0, val_tokens=val_tokens)
+        wanted = e["batch_size"] or hparams.deepseek_batch_tokens(
+            accounting.train_flops(shape, tokens, "deepseek_M")) / shape.block_size
+        out.append(Row(e["run_id"], shape, dm.tokens_trained, batch, wanted, dm.steps, dm.epochs,
+                       accounting.train_flops(shape, dm.tokens_trained, convention),
+                       accounting.train_flops(shape, dm.tokens_trained),
+                       (train["eval_points"] + 1) * dm.val_tokens_used, e.get("budget")))
+    return out
+
+
+def warnings(table: list[Row], design: Design | None) -> list[str]:
+    notes = []
+    for r in table:
+        if r.epochs > MAX_EPOCHS:
+            notes.append(f"{r.run_id}: {r.epochs:.1f} epochs over the corpus (> {MAX_EPOCHS}: repeated tokens lose "
+                         "value, Muennighoff et al. 2023); use a larger corpus or smaller budgets")
+        if r.tokens < r.wanted_batch * r.shape.block_size:
+            notes.append(f"{r.run_id}: {r.tokens} tokens are less than one optimizer step of "
+                         f"{r.wanted_batch:.0f} sequences; the run is one partial step")
+    if design is not None and design.kind == "isoflop":
+        by_budget = defaultdict(list)
+        for r in table:
+            by_budget[r.budget].append(r)
+        for budget, runs in by_budget.items():
+            notes += _budget_warnings(design, budget, runs)
+    return notes
+
+
+def _budget_warnings(design: Design, budget: float, runs: list[Row]) -> list[str]:
+    notes = []
+    sizes = sorted({r.params for r in runs})
+    n_opt = optimal_params(design, budget)
+    if len(sizes) < 3:
+        notes.append(f"budget C={budget:.3g}: only {len(sizes)} distinct sizes; a minimum needs 3 or more "
+                     "(raise sweep.design.span or the budget)")
+    if not sizes[0] < n_opt < sizes[-1]:
+        notes.append(f"budget C={budget:.3g}: sizes {sizes[0]:,}..{sizes[-1]:,} cannot bracket the expected "
+                     f"optimum N~{n_opt:,.0f}")
+    spread = max(r.flops for r in runs) / min(r.flops for r in runs) - 1
+    if spread > ISOFLOP_TOLERANCE:
+        notes.append(f"budget C={budget:.3g}: whole-sequence rounding spreads its compute by {spread:.1%} "
+                     f"(> {ISOFLOP_TOLERANCE:.0%}); raise the budget")
+    return notes
+
+
+def device_name(accelerator: str) -> torch.device:
+    use_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_gpu else "cpu")
+
+
+def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: float = 0.5) -> float:
+    """Training tokens per second of this shape on this device: after a few warm-up steps (the first ones run many
+    times slower), AdamW steps on random tokens for about `seconds` (at least 10), timed one by one; the median step is the typical speed, robust to a few stalls."""
+    micro = max(1, min(batch_size, PROBE_TOKENS // shape.block_size))
+    model = GPT(shape).to(device)
+    optimizer = torch.optim.AdamW(mup.param_groups(shape, model.named_parameters(), 1e-4, 0.1), lr=1e-4)
+    x = torch.randint(shape.vocab_size, (micro, shape.block_size), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model.loss(x, x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    times: list[float] = []
+    while len(times) < 10 or (sum(times) < seconds and len(times) < 100):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return micro * shape.block_size / statistics.median(times)
+
+
+def estimate_seconds(table: list[Row], device: torch.device) -> list[float]:
+    """Per run: training tokens at the probed rate plus evaluation (a forward pass, ~1/3 of a training step)."""
+    rates: dict[tuple[ModelConfig, int], float] = {}
+    out = []
+    for r in table:
+        key = (r.shape, r.batch_size)
+        if key not in rates:
+            rates[key] = probe(r.shape, r.batch_size, device)
+        out.append((r.tokens + r.eval_tokens / 3) / rates[key])
+    return out
+
+
+def render(table: list[Row], seconds: list[float], notes: list[str], convention: str, device: str) -> str:
+    header = (f"{'run':<34} {'budget C':>9} {'shape':<14} {'N':>11} {'D':>11} {'C':>9} {'D/N':>7} "
+              f"{'epochs':>7} {'batch x steps':>14} {'est.':>7}")
+    lines = [header, "-" * len(header)]
+    for r, s in zip(table, seconds):
+        budget = f"{r.budget:.3g}" if r.budget else "-"
+        lines.append(f"{r.run_id:<34} {budget:>9} {label(r.shape):<14} {r.params:>11,} {r.tokens:>11,} "
+                     f"{r.flops:>9.3g} {r.tokens / r.params:>7.1f} {r.epochs:>7.3f} "
+                     f"{f'{r.batch_size} x {r.steps}':>14} {_duration(s):>7}")
+    total = sum(r.flops for r in table)
+    record_total = sum(r.record_flops for r in table)
+    lines += ["-" * len(header),
+              f"{len(table)} runs, {sum(r.tokens for r in table):,} tokens, C = {total:.4g} FLOPs ({convention})"
+              + ("" if convention == accounting.DEFAULT_CONVENTION else
+                 f" = {record_total:.4g} FLOPs ({accounting.DEFAULT_CONVENTION}, as the records count it)"),
+              f"estimated wall time on {device}: {_duration(sum(seconds))} of training and evaluation "
+              "(probed median step; Lightning's per-step overhead and per-run start-up not included)"]
+    lines += [f"warning: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f}d"
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
