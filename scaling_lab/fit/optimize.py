@@ -85,9 +85,10 @@ def minimize_batched(
             direction[uphill] = -g[uphill]
             slope[uphill] = -np.einsum("kp,kp->k", g[uphill], g[uphill])
         # without curvature information the first step has no scale: take one of unit length, as L-BFGS-B does
-        fresh = ~rho.any(axis=0)
         step = np.ones(ids.size)
-        step[fresh] = np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(direction[fresh], axis=1), 1e-300))
+        fresh = ~rho.any(axis=0)
+        if fresh.any():
+            step[fresh] = np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(direction[fresh], axis=1), 1e-300))
         x_new, f_new, g_new, found, n_eval = _backtrack(fun, ids, x, f, direction, slope, step, max_backtracks)
         out.evaluations += n_eval
         iterations += 1
@@ -97,16 +98,13 @@ def minimize_batched(
         yy = np.einsum("kp,kp->k", y, y)
         curved = found & (sy > 1e-12 * yy) & (yy > 0)
         slot = k % memory
-        s_h[slot] = s
-        y_h[slot] = y
-        s_h[slot, ~curved] = 0.0
-        y_h[slot, ~curved] = 0.0
+        np.multiply(s, curved[:, None], out=s_h[slot])
+        np.multiply(y, curved[:, None], out=y_h[slot])
         rho[slot] = np.where(curved, 1.0 / np.where(curved, sy, 1.0), 0.0)
         gamma = np.where(curved, sy / np.where(curved, yy, 1.0), gamma)
         filled += 1
-        decrease = f - f_new
-        x[found], f[found], g[found] = x_new[found], f_new[found], g_new[found]
-        small_step = decrease <= ftol * np.maximum(np.maximum(np.abs(f), np.abs(f_new)), f_scale)
+        small_step = f - f_new <= ftol * np.maximum(np.maximum(np.abs(f), np.abs(f_new)), f_scale)
+        x, f, g = x_new, f_new, np.where(found[:, None], g_new, g)  # a failed search leaves x_new = x
         flat = np.abs(g_new).max(axis=1) <= gtol
         done = ~found | small_step | flat
         if k == memory + max_iter - 1:
@@ -150,10 +148,14 @@ def _backtrack(fun, ids, x, f, direction, slope, step, max_backtracks, c1=1e-4):
     found = np.zeros(n, dtype=bool)
     pending = np.arange(n)
     n_eval = 0
-    for _ in range(max_backtracks):
+    for round_ in range(max_backtracks):
         t = step[pending]
-        trial = x[pending] + t[:, None] * direction[pending]
-        ft, gt = fun(trial, ids[pending])
+        if round_ == 0:  # everyone: plain arithmetic instead of gathers
+            trial = x + t[:, None] * direction
+            ft, gt = fun(trial, ids)
+        else:
+            trial = x[pending] + t[:, None] * direction[pending]
+            ft, gt = fun(trial, ids[pending])
         n_eval += pending.size
         finite = np.isfinite(ft) & np.all(np.isfinite(gt), axis=1)
         ok = finite & (ft <= f[pending] + c1 * t * slope[pending])
