@@ -41,6 +41,9 @@ def wandb_logger(spec, config: dict):
         except Exception as e:  # noqa: BLE001 - W&B trouble must never cost a training run
             then = "logging offline instead" if attempt == "online" else "training continues without it"
             log.warning("W&B could not start %s (%s: %s); %s", attempt, type(e).__name__, e, then)
+            import wandb
+
+            wandb.teardown()  # the failed run keeps its id busy in W&B's service until torn down
     return None
 
 

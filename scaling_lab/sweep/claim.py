@@ -81,7 +81,7 @@ def _read(path: Path) -> dict:
 
 
 def _me() -> dict:
-    job = os.environ.get("SLURM_JOB_ID")
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
     return {"host": socket.gethostname(), "pid": os.getpid(), "job": job,
