@@ -15,7 +15,9 @@ import time
 import pytest
 
 from scaling_lab import layout, records, tracking
+from scaling_lab.cli import main
 from scaling_lab.sweep import claim
+from scaling_lab.sweep.status import render
 
 SECRET = "local-wandb-key-that-must-never-be-written-0123456789"
 # 128 optimizer steps of 2 sequences: long enough to be killed mid-run, a few seconds on a 2-core CPU
@@ -81,55 +83,54 @@ def assert_same_run(record, reference):
     assert record["tokens"] == reference["tokens"]
 
 
+def kill_9(proc) -> str:
+    proc.kill()
+    log = proc.communicate()[0]
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return log
+
+
 @pytest.mark.slow
-def test_kill_9_at_a_random_point_then_the_same_command_resumes_exactly(tmp_path, env, reference):
+def test_kill_9_during_a_checkpoint_write_and_at_a_random_point_resume_exactly(tmp_path, env, reference):
+    import torch
+
     # a SLURM-looking environment: Lightning must leave requeueing to submitit (no handler of its own)
     slurm = {**env, "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "scaling-lab", "SLURM_JOB_ID": "4242",
              "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
-    args = ("train", *RUN, "train.checkpoint_every=5", "logger=none", f"results_dir={tmp_path}")
-    proc = start(*args, env=slurm)
-    run_id = reference["run_id"]
-    wait_for(layout.checkpoint_path(tmp_path, run_id), proc)
-    delay = random.uniform(0.0, 1.0)
-    time.sleep(delay)
-    live = cli("status", f"results_dir={tmp_path}", env=env)
-    proc.kill()
-    first_log = proc.communicate()[0]
-    assert proc.returncode == -signal.SIGKILL, f"finished before the kill ({delay:.2f}s)"
-    assert f"running    pid {proc.pid}" in live.stdout and "job 4242" in live.stdout, live.stdout
-
-    assert only_record(tmp_path)["status"] == "running"
-    after = cli("status", f"results_dir={tmp_path}", env=env).stdout
-    assert "pending" in after and "interrupted" in after and "from its checkpoint" in after, after
-
-    second = cli(*args, env=slurm)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumes from" in second.stdout + second.stderr
-    assert_same_run(only_record(tmp_path), reference)
-    assert not layout.checkpoint_path(tmp_path, run_id).exists()  # deleted once the run completed
-    assert LIGHTNING_REQUEUE not in first_log + second.stdout + second.stderr
-
-
-@pytest.mark.slow
-def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadable(tmp_path, env, reference):
-    import torch
-
-    args = ("train", *RUN, "train.checkpoint_every=1", "logger=none", f"results_dir={tmp_path}")
+    args = ("train", *RUN, "logger=none", f"results_dir={tmp_path}")
     ckpt = layout.checkpoint_path(tmp_path, reference["run_id"])
     partial = ckpt.with_name(f".{ckpt.name}.tmp")
-    proc = start(*args, env=env)
+
+    # 1. killed while writing a checkpoint (one every step): the previous one is intact
+    proc = start(*args, "train.checkpoint_every=1", env=slurm)
     wait_for(ckpt, proc)
     wait_for(partial, proc, poll=0)  # the next save has begun: kill it before its rename
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    logs = kill_9(proc)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["global_step"] >= 1 and state["progress"]["tokens_seen"] > 0
 
-    second = cli(*args, env=env)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumes from" in second.stdout + second.stderr
+    # 2. the same command resumes; killed again at a random point after its next checkpoint
+    proc = start(*args, "train.checkpoint_every=5", env=slurm)
+    resumed_from = ckpt.stat().st_mtime_ns
+    while ckpt.stat().st_mtime_ns == resumed_from:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 1.0))
+    live = render(tmp_path)
+    logs += kill_9(proc)
+    assert f"running    pid {proc.pid} on" in live and "job 4242" in live, live
+    assert only_record(tmp_path)["status"] == "running"
+    after = render(tmp_path)
+    assert "pending" in after and "interrupted" in after and "from its checkpoint" in after, after
+
+    # 3. and once more to the end: the same losses as the run that was never interrupted
+    last = cli(*args, "train.checkpoint_every=5", env=slurm)
+    logs += last.stdout + last.stderr
+    assert last.returncode == 0, logs[-3000:]
+    assert logs.count("resumes from") == 2
     assert_same_run(only_record(tmp_path), reference)
+    assert not ckpt.exists()  # deleted once the run completed
+    assert LIGHTNING_REQUEUE not in logs
 
 
 def test_an_unreadable_checkpoint_is_set_aside_not_trusted(tmp_path):
@@ -229,21 +230,21 @@ def test_a_diverging_and_a_crashing_run_do_not_stop_the_sweep(tmp_path, env):
     ("trainer.devices=0", "trainer.devices must be an integer >= 1"),
     ("train.checkpoint_every=-1", "train.checkpoint_every"),
 ])
-def test_bad_input_is_one_line_before_any_training(tmp_path, env, override, message):
-    proc = cli("train", "model.name=tiny-1", "train.batch_size=4", override, f"results_dir={tmp_path / 'r'}", env=env)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+def test_bad_input_is_one_line_before_any_training(tmp_path, capsys, override, message):
+    code = main(["train", "model.name=tiny-1", "train.batch_size=4", override, f"results_dir={tmp_path / 'r'}"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("stage", ["train", "sweep"])
-def test_unwritable_results_dir_is_one_line_before_any_training(tmp_path, env, stage):
+def test_unwritable_results_dir_is_one_line_before_any_training(tmp_path, capsys, stage):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     extra = ["sweep=smoke"] if stage == "sweep" else []
-    proc = cli(stage, *extra, "model.name=tiny-1", f"results_dir={blocker / 'results'}", env=env)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "is not writable" in lines[0], proc.stderr
+    code = main([stage, *extra, "model.name=tiny-1", f"results_dir={blocker / 'results'}"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "is not writable" in lines[0], lines
 
 
 @pytest.mark.slow
