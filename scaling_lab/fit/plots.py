@@ -39,8 +39,9 @@ def _frontier(ax, table, fit):
     ax.scatter([r["compute"] for r in front], [r["loss"] for r in front], s=18, c="k", label="frontier")
     if curve:
         ax.plot(curve["compute"], curve["loss"], c="C3", label="Approach 3 at the compute-optimal N, D")
-        if curve.get("lo"):
-            ax.fill_between(curve["compute"], curve["lo"], curve["hi"], color="C3", alpha=0.2, label="95% band")
+        lo, hi = _floats(curve.get("lo")), _floats(curve.get("hi"))
+        if np.isfinite(lo).any():  # bootstrap resamples that failed leave gaps (None) in the band
+            ax.fill_between(curve["compute"], lo, hi, color="C3", alpha=0.2, label="95% band")
     ax.axhline(fit["parametric"]["E"], ls=":", c="C3", lw=1)
     ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="loss", title="Loss frontier and fit")
     ax.legend(fontsize=8)
@@ -90,11 +91,10 @@ def _residuals(ax, table, fit):
 def _local_exponent(ax, table, fit):
     local = fit["diminishing_returns"]["local_exponent"]
     x = np.power(10.0, np.array(local["log10_compute"], dtype=float))
-    y = np.array([np.nan if v is None else v for v in local["exponent"]], dtype=float)
+    y = _floats(local["exponent"])
     if not np.isfinite(y).any():
         return False
-    lo = np.array([np.nan if v is None else v for v in local["band_lo"]], dtype=float)
-    hi = np.array([np.nan if v is None else v for v in local["band_hi"]], dtype=float)
+    lo, hi = _floats(local["band_lo"]), _floats(local["band_hi"])
     ax.plot(x, y, c="C0", label="local exponent of L - E")
     ax.fill_between(x, lo, hi, color="C0", alpha=0.2, label="bootstrap band")
     ax.set(xscale="log", xlabel="compute C (FLOPs)", ylabel="-d log(L - E) / d log C",
@@ -120,6 +120,11 @@ def _backtest(ax, table, fit):
            title=f"Backtest: coverage {back['coverage']:.0%} ({back['call']})")
     ax.legend(fontsize=8)
     return True
+
+
+def _floats(values) -> np.ndarray:
+    """JSON lists with None for undefined points -> float arrays with NaN, which matplotlib leaves blank."""
+    return np.array([np.nan if v is None else v for v in values or []], dtype=float)
 
 
 def _fmt(value):

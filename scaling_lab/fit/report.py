@@ -15,9 +15,11 @@ def render(fit: dict, images: dict[str, Path], out_dir: Path) -> str:
         "",
         f"**Answer.** On {fit['n_points']} runs from `{fit['input']}`: "
         f"L(N, D) = {p['E']:.4g} + {p['A']:.4g} / N^{p['alpha']:.4f} + {p['B']:.4g} / D^{p['beta']:.4f}. "
-        f"Compute-optimal N_opt ∝ C^{opt['a']:.3f} {_ci(oci.get('a'))} and D_opt ∝ C^{opt['b']:.3f} {_ci(oci.get('b'))}; "
-        f"at C = {opt['target_compute']:.3g} FLOPs: N = {opt['N_opt']:.3g}, D = {opt['D_opt']:.3g} "
-        f"({opt['tokens_per_param']:.3g} tokens per parameter), loss {opt['loss_opt']:.4g} {_ci(oci.get('loss_opt'))}.",
+        f"Compute-optimal N_opt ∝ C^{_num(opt['a'], 3)} {_ci(oci.get('a'))} and "
+        f"D_opt ∝ C^{_num(opt['b'], 3)} {_ci(oci.get('b'))}; "
+        f"at C = {opt['target_compute']:.3g} FLOPs: N = {_num(opt['N_opt'], 3)}, D = {_num(opt['D_opt'], 3)} "
+        f"({_num(opt['tokens_per_param'], 3)} tokens per parameter), loss {_num(opt['loss_opt'])} "
+        f"{_ci(oci.get('loss_opt'))}." + _undefined(p),
         "",
         f"**Diminishing returns: {dr['verdict']}** ({dr['reason']}; at {100 * dr['confidence']:.0f}% confidence).",
         "",
@@ -45,9 +47,10 @@ def render(fit: dict, images: dict[str, Path], out_dir: Path) -> str:
               "From Approach 3 with C = 6 N D (Hoffmann et al. 2022, Eq. 4): a = beta/(alpha+beta), b = alpha/(alpha+beta).",
               "", "| quantity | estimate | 95% interval |", "|---|---|---|"]
     for name in ("a", "b", "N_opt", "D_opt", "tokens_per_param", "loss_opt"):
-        lines.append(f"| {name} | {opt[name]:.4g} | {_ci(oci.get(name))} |")
+        lines.append(f"| {name} | {_num(opt[name])} | {_ci(oci.get(name))} |")
     lines += ["", "| method | a (N_opt ∝ C^a) | b (D_opt ∝ C^b) |", "|---|---|---|",
-              f"| Approach 3 (parametric) | {opt['a']:.3f} {_ci(oci.get('a'))} | {opt['b']:.3f} {_ci(oci.get('b'))} |",
+              f"| Approach 3 (parametric) | {_num(opt['a'], 3)} {_ci(oci.get('a'))} | "
+              f"{_num(opt['b'], 3)} {_ci(oci.get('b'))} |",
               f"| Approach 2 (IsoFLOP) | {_num(iso['a'], 3)} {_ci(iso['ci95'].get('a'))} | "
               f"{_num(iso['b'], 3)} {_ci(iso['ci95'].get('b'))} |",
               f"| Approach 1 (envelope) | {_num(env['a'], 3)} {_ci(env['ci95'].get('a'))} | "
@@ -99,6 +102,13 @@ def _evidence(dr: dict) -> list[str]:
                 f"{_ci(bt['null_interval'])}), p = {bt['p_value']:.3f}; {bt['coverage']:.0%} of the held-out runs inside "
                 f"their {100 * bt['confidence']:.0f}% prediction intervals.", ""]
     return out
+
+
+def _undefined(p: dict) -> str:
+    if p["alpha"] > 0 and p["beta"] > 0:
+        return ""
+    return (" The allocation is undefined (n/a): loss does not fall with both N and D in this fit "
+            f"(alpha {p['alpha']:.3g}, beta {p['beta']:.3g}), typically because the runs are too small or too few.")
 
 
 def _ci(pair) -> str:

@@ -147,7 +147,7 @@ def decide(pieces: dict[str, tuple[str, str]], compute_decades: float, min_decad
     backtest and one other piece are consistent and none points either way; inconclusive otherwise."""
     calls = {name: call for name, (call, _) in pieces.items()}
     if compute_decades < min_decades:
-        return "inconclusive", f"the runs span {compute_decades:.2g} decades of compute; a verdict needs {min_decades:g}"
+        return "inconclusive", f"the runs span {compute_decades:.3f} decades of compute; a verdict needs {min_decades:g}"
     for direction, opposite in (("diminishing", "accelerating"), ("accelerating", "diminishing")):
         agree = [n for n, c in calls.items() if c == direction]
         if len(agree) >= 2 and opposite not in calls.values():

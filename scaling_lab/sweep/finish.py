@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from scaling_lab import layout, tracking
-from scaling_lab.fit import run_fit
+from scaling_lab.fit import FitInputError, run_fit
 from scaling_lab.sweep.status import summarize
 
 
@@ -21,6 +21,10 @@ def fit_sweep(cfg: DictConfig) -> dict | None:
     if tracking.mode(cfg.logger.mode) != "disabled":
         wandb_cfg = {**OmegaConf.to_container(cfg.logger), "mode": tracking.mode(cfg.logger.mode),
                      "group": cfg.sweep.name, "dir": str(out)}
-    fit = run_fit(str(results_dir), out, OmegaConf.to_container(cfg.fit, resolve=True), wandb_cfg=wandb_cfg)
+    try:
+        fit = run_fit(str(results_dir), out, OmegaConf.to_container(cfg.fit, resolve=True), wandb_cfg=wandb_cfg)
+    except FitInputError as e:  # e.g. too few completed runs: the runs stand, the fit waits for more
+        print(f"fit skipped: {e}")
+        return None
     print(f"report: {out / 'report.md'}")
     return fit
