@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from scaling_lab import accounting, layout, records
-from scaling_lab.model.config import ModelConfig
+from scaling_lab.model.config import ModelConfig, ShapeError
 from scaling_lab.model.sizing import shape_for_params
 from scaling_lab.sweep import designs, extend
 from scaling_lab.train.run import ConfigError
@@ -96,7 +96,7 @@ def test_ladder_is_sizes_times_multiples_of_the_ratio():
     ({"head_dim": 0}, "head_dim"),
 ])
 def test_bad_designs_name_their_key(design, key):
-    with pytest.raises(Exception, match=re.escape(key)):
+    with pytest.raises((ConfigError, ShapeError), match=re.escape(key)):
         designs.from_config(isoflop_cfg(**design), VOCAB).runs(VOCAB)
 
 
@@ -174,10 +174,8 @@ def test_planner_warns_about_repeats_tiny_runs_and_unbracketed_budgets(tmp_path,
 
 
 @pytest.mark.parametrize("override, key", [
-    ("sweep.design.budgets=[]", "sweep.design.budgets"),
-    ("sweep.design.budgets=[1e5]", "sweep.design.budgets"),
-    ("model.d_model=64", "model.d_model"),
-    ("sweep.design.sizes_per_budget=0", "sweep.design.sizes_per_budget"),
+    ("sweep.design.budgets=[1e5]", "sweep.design.budgets"),  # too small for one optimizer step
+    ("model.d_model=64", "model.d_model"),  # the design sets shapes
 ])
 def test_bad_input_is_one_line_naming_the_key(tmp_path, env, override, key):
     proc = cli("sweep", "sweep=isoflop_local", f"results_dir={tmp_path}", override, env=env)
@@ -189,7 +187,10 @@ def test_bad_input_is_one_line_naming_the_key(tmp_path, env, override, key):
 @pytest.mark.slow
 def test_isoflop_sweep_runs_match_the_plan_and_extend_only_past_an_edge(tmp_path, env):
     args = ["sweep=isoflop_local", f"results_dir={tmp_path}", "progress=false", "logger=none", "sweep.fit=false",
-            "sweep.design.budgets=[2e9]", "sweep.design.sizes_per_budget=3", "sweep.extend_sizes=1"]
+            # 5 tokens/param centres the sizes (3.9k, 6.4k, 12.6k) so that both edges have a size beyond them
+            "sweep.design.budgets=[1e9]", "sweep.design.sizes_per_budget=3", "sweep.design.tokens_per_param=5",
+            "sweep.extend_sizes=1",
+            "data.val_tokens=4096", "train.eval_points=1"]
     plan = cli("sweep", *args, "plan=true", env=env)
     assert plan.returncode == 0, plan.stderr[-3000:]
     planned_total = float(re.search(r"C = (\S+) FLOPs", plan.stdout).group(1))
@@ -202,7 +203,7 @@ def test_isoflop_sweep_runs_match_the_plan_and_extend_only_past_an_edge(tmp_path
     first = manifest[:3]
     assert sum(recs[e["run_id"]]["flops"] for e in first) == pytest.approx(planned_total, rel=1e-3)
     for r in recs.values():
-        assert r["flops"] == pytest.approx(2e9, rel=0.01) and r["tokens"] == r["tokens_requested"]
+        assert r["flops"] == pytest.approx(1e9, rel=0.01) and r["tokens"] == r["tokens_requested"]
 
     by_size = sorted((recs[e["run_id"]]["params"], recs[e["run_id"]]["final_val_loss"]) for e in first)
     lowest = min(by_size, key=lambda p: p[1])
@@ -218,7 +219,7 @@ def test_isoflop_sweep_runs_match_the_plan_and_extend_only_past_an_edge(tmp_path
     assert f"{len(manifest)} completed" in status.stdout and "0 pending" in status.stdout
 
 
-def test_designed_runs_are_ordinary_runs(tmp_path, env):
+def test_designed_runs_are_ordinary_runs(tmp_path, env, monkeypatch):
     """A design's run has the run id that `scaling-lab train` gives the same shape and tokens."""
     from hydra import compose, initialize_config_dir
 
@@ -226,7 +227,7 @@ def test_designed_runs_are_ordinary_runs(tmp_path, env):
     from scaling_lab.sweep import launch
     from scaling_lab.train.run import RunSpec
 
-    os.environ["SCALING_LAB_CACHE"] = env["SCALING_LAB_CACHE"]
+    monkeypatch.setenv("SCALING_LAB_CACHE", env["SCALING_LAB_CACHE"])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         sweep = launch.prepare("main", ["sweep=isoflop_local", f"results_dir={tmp_path}"])
         entry = sweep.runs[0]
@@ -237,7 +238,3 @@ def test_designed_runs_are_ordinary_runs(tmp_path, env):
                                            f"train.tokens={entry['tokens']}"])
     assert RunSpec.from_config(plain).run_id == entry["run_id"]
     assert entry["params"] == accounting.params_total(shape)
-
-
-def test_config_error_is_a_value_error():
-    assert issubclass(ConfigError, ValueError)

@@ -56,7 +56,7 @@ def report(cfg: Mapping[str, Any], entries: list[dict], corpus: TokenCorpus, des
     """The planner's whole output for a composed config (as a container) and its manifest entries."""
     convention = design.convention if design else accounting.DEFAULT_CONVENTION
     table = rows(entries, corpus, cfg["train"], cfg["data"]["val_tokens"], convention)
-    device = device_name(cfg["accelerator"])
+    device = detect_device(cfg["accelerator"])
     return render(table, estimate_seconds(table, device), warnings(table, design), convention, describe(device))
 
 
@@ -112,7 +112,7 @@ def _budget_warnings(design: Design, budget: float, runs: list[Row]) -> list[str
     return notes
 
 
-def device_name(accelerator: str) -> torch.device:
+def detect_device(accelerator: str) -> torch.device:
     use_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if use_gpu else "cpu")
 
