@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,15 @@ def run(*overrides: str) -> list[str]:
     """RUN with some of its keys replaced or added."""
     keys = {o.split("=", 1)[0] for o in overrides}
     return [o for o in RUN if o.split("=", 1)[0] not in keys] + list(overrides)
+
+
+VAL_EVERY = 32  # RUN's validation interval in steps: 128 steps // 4 eval points
+TQDM_STEP = r"Training: \|[^|]*\| (\d+)/"  # Lightning's progress bar: optimizer steps done
+
+
+def steady(step: int, resumed_at: int) -> bool:
+    """Past the resume point and at least two steps before the next validation pass."""
+    return step > resumed_at + 1 and 0 < step % VAL_EVERY < VAL_EVERY - 2
 
 
 # what Lightning logs when its own SLURM requeue handler would compete with submitit's
@@ -83,6 +93,16 @@ def assert_same_run(record, reference):
     assert record["tokens"] == reference["tokens"]
 
 
+def read_until(proc, done, timeout=300) -> str:
+    """The process's output up to the moment done(output) holds (tqdm's progress bar included)."""
+    out, deadline = "", time.monotonic() + timeout
+    while not done(out):
+        chunk = os.read(proc.stdout.fileno(), 65536).decode(errors="replace")
+        assert chunk and time.monotonic() < deadline, out[-3000:]
+        out += chunk
+    return out
+
+
 def kill_9(proc) -> str:
     proc.kill()
     log = proc.communicate()[0]
@@ -91,7 +111,7 @@ def kill_9(proc) -> str:
 
 
 @pytest.mark.slow
-def test_kill_9_during_a_checkpoint_write_and_at_a_random_point_resume_exactly(tmp_path, env, reference):
+def test_kill_9_mid_write_kill_9_at_random_and_sigterm_each_resume_exactly(tmp_path, env, reference):
     import torch
 
     # a SLURM-looking environment: Lightning must leave requeueing to submitit (no handler of its own)
@@ -123,11 +143,20 @@ def test_kill_9_during_a_checkpoint_write_and_at_a_random_point_resume_exactly(t
     after = render(tmp_path)
     assert "pending" in after and "interrupted" in after and "from its checkpoint" in after, after
 
-    # 3. and once more to the end: the same losses as the run that was never interrupted
+    # 3. SIGTERM (scancel, a preemption's grace period) mid-step: Lightning stops after the step, which is saved
+    resumed_at = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    proc = start(*args, "train.checkpoint_every=0", "progress=true", env=slurm)
+    logs += read_until(proc, lambda out: any(steady(int(n), resumed_at) for n in re.findall(TQDM_STEP, out)))
+    proc.send_signal(signal.SIGTERM)
+    logs += proc.communicate()[0]
+    assert proc.returncode == 0 and "Received SIGTERM" in logs
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] > resumed_at + 1
+
+    # 4. and once more to the end: the same losses as the run that was never interrupted
     last = cli(*args, "train.checkpoint_every=5", env=slurm)
     logs += last.stdout + last.stderr
     assert last.returncode == 0, logs[-3000:]
-    assert logs.count("resumes from") == 2
+    assert logs.count("resumes from") == 3
     assert_same_run(only_record(tmp_path), reference)
     assert not ckpt.exists()  # deleted once the run completed
     assert LIGHTNING_REQUEUE not in logs
@@ -282,6 +311,18 @@ def test_a_claim_is_exclusive_names_its_holder_and_dies_with_its_process(tmp_pat
     assert claim.live_holder(lock) is None  # no stale claim after kill -9
     with claim.hold(lock):
         assert claim.live_holder(lock)["pid"] == os.getpid()
+
+
+def test_training_a_claimed_run_is_refused_with_one_line(tmp_path, capsys):
+    from scaling_lab.cli import _compose
+    from scaling_lab.train.run import RunSpec
+
+    spec = RunSpec.from_config(_compose("main", [*RUN, f"results_dir={tmp_path}"]))
+    with claim.hold(layout.claim_path(tmp_path, spec.run_id)):
+        assert main(["train", *RUN, f"results_dir={tmp_path}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"run {spec.run_id} is being trained by pid {os.getpid()}" in line
+    assert not list(layout.record_paths(tmp_path))
 
 
 def test_slurm_preset_launches_one_array_with_submitit_owning_requeue():

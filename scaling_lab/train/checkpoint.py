@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ResumableBatches:
 
 
 class AtomicCheckpoint(L.Callback):
-    """Saves `path` every `every` optimizer steps; a step that validates saves after its validation instead."""
+    """Saves `path` every `every` optimizer steps (a step that validates: after validating) and on SIGTERM."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every = Path(path), every
@@ -65,6 +66,12 @@ class AtomicCheckpoint(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         if self._pending and not trainer.sanity_checking:
             self._pending = False
+            self.save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        # SIGTERM (scancel, a preemption's grace period) stops Lightning between two training steps: keep the last.
+        # Stopped inside a validation pass, the run keeps its previous checkpoint (half a pass cannot be resumed).
+        if isinstance(exception, SIGTERMException) and not trainer.validating:
             self.save(trainer)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
