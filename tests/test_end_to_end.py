@@ -111,7 +111,7 @@ def test_status_lists_every_run(smoke, env):
 def test_training_is_deterministic_given_the_seed(tmp_path, env):
     def final_loss(where, seed):
         proc = cli("train", "model.name=tiny-1", "train.tokens=4096", f"seed={seed}", f"results_dir={where}",
-                   "logger=none", "progress=false", env=env)
+                   "logger=none", "progress=false", "data.val_tokens=2048", "train.eval_points=1", env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         (rec,) = load_records(where)
         return rec["final_val_loss"]
