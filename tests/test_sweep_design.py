@@ -14,7 +14,7 @@ import pytest
 from scaling_lab import accounting, layout, records
 from scaling_lab.model.config import ModelConfig, ShapeError
 from scaling_lab.model.sizing import shape_for_params
-from scaling_lab.sweep import designs, extend
+from scaling_lab.sweep import designs, extend, launch, plan
 from scaling_lab.train.run import ConfigError
 
 VOCAB, BLOCK = 257, 128
@@ -160,17 +160,29 @@ def test_plan_prints_the_table_and_launches_nothing(tmp_path, env):
     assert not list(tmp_path.iterdir())  # no manifest, no runs
 
 
-def test_planner_warns_about_repeats_tiny_runs_and_unbracketed_budgets(tmp_path, env):
-    proc = cli("sweep", "sweep=isoflop_local", f"results_dir={tmp_path}", "plan=true", "data.max_chars=40000", "data.val_fraction=0.3",
-               "sweep.design.sizes_per_budget=1", "sweep.design.budgets=[1e10]", env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    warnings = [line for line in proc.stdout.splitlines() if line.startswith("warning:")]
+def planner_warnings(*overrides) -> list[str]:
+    from hydra import initialize_config_dir
+
+    from scaling_lab.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        sweep = launch.prepare("main", list(overrides))
+    table = plan.rows(sweep.runs, sweep.corpus, sweep.cfg["train"], sweep.cfg["data"]["val_tokens"], "6N")
+    return plan.warnings(table, sweep.design)
+
+
+def test_planner_warns_about_repeats_tiny_runs_and_unbracketed_budgets(tmp_path, env, monkeypatch):
+    monkeypatch.setenv("SCALING_LAB_CACHE", env["SCALING_LAB_CACHE"])
+    warnings = planner_warnings("sweep=isoflop_local", "data.max_chars=40000", "data.val_fraction=0.3",
+                                "sweep.design.sizes_per_budget=1", "sweep.design.budgets=[1e10]")
     assert any("epochs over the corpus" in w for w in warnings)
     assert any("only 1 distinct sizes" in w for w in warnings)
     assert any("cannot bracket the expected optimum" in w for w in warnings)
-    proc = cli("sweep", "sweep=ladder_local", f"results_dir={tmp_path}", "plan=true", "sweep.design.sizes=[1e6]",
-               "sweep.design.multiples=[5e-6]", env=env)  # one 128-token sequence for a 1M model
-    assert "less than one optimizer step" in proc.stdout
+    assert not any("optimizer step" in w for w in warnings)
+    # one 128-token sequence for a 1M-parameter model: less than the batch the DeepSeek rule asks for
+    warnings = planner_warnings("sweep=ladder_local", "sweep.design.sizes=[1e6]", "sweep.design.multiples=[5e-6]")
+    assert any("less than one optimizer step" in w for w in warnings)
+    assert not any("epochs" in w or "bracket" in w for w in planner_warnings("sweep=isoflop_local"))
 
 
 @pytest.mark.parametrize("override, key", [
@@ -191,9 +203,9 @@ def test_isoflop_sweep_runs_match_the_plan_and_extend_only_past_an_edge(tmp_path
             "sweep.design.budgets=[1e9]", "sweep.design.sizes_per_budget=3", "sweep.design.tokens_per_param=5",
             "sweep.extend_sizes=1",
             "data.val_tokens=4096", "train.eval_points=1"]
-    plan = cli("sweep", *args, "plan=true", env=env)
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    planned_total = float(re.search(r"C = (\S+) FLOPs", plan.stdout).group(1))
+    planned = cli("sweep", *args, "plan=true", env=env)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    planned_total = float(re.search(r"C = (\S+) FLOPs", planned.stdout).group(1))
 
     proc = cli("sweep", *args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -224,7 +236,6 @@ def test_designed_runs_are_ordinary_runs(tmp_path, env, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from scaling_lab.cli import CONF_DIR
-    from scaling_lab.sweep import launch
     from scaling_lab.train.run import RunSpec
 
     monkeypatch.setenv("SCALING_LAB_CACHE", env["SCALING_LAB_CACHE"])

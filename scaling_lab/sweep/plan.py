@@ -117,7 +117,7 @@ def detect_device(accelerator: str) -> torch.device:
     return torch.device("cuda" if use_gpu else "cpu")
 
 
-def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: float = 0.5) -> float:
+def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: float = 0.3) -> float:
     """Training tokens per second of this shape on this device: after a few warm-up steps (the first ones run many
     times slower), AdamW steps on random tokens for about `seconds` (at least 10), timed one by one; the median step is the typical speed, robust to a few stalls."""
     micro = max(1, min(batch_size, PROBE_TOKENS // shape.block_size))
