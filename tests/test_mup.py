@@ -92,8 +92,8 @@ def test_a_mup_run_trains_and_records_its_parametrisation(tmp_path):
     env = {**os.environ, "SCALING_LAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "scaling_lab.cli", "train", "model.d_model=128",
                            "model.parametrization=mup", "model.mup_base_width=32", "train.tokens=8192",
-                           "data.max_chars=400000", "data.val_fraction=0.3", "data.val_tokens=4096", "train.eval_points=1",
-                           f"results_dir={tmp_path}", "logger=none", "progress=false"],
+                           "data.max_chars=400000", "data.val_fraction=0.3", "data.val_tokens=4096",
+                           "train.eval_points=1", f"results_dir={tmp_path}", "logger=none", "progress=false"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = layout.record_paths(tmp_path)

@@ -242,10 +242,10 @@ def test_designed_runs_are_ordinary_runs(tmp_path, env, monkeypatch):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         sweep = launch.prepare("main", ["sweep=isoflop_local", f"results_dir={tmp_path}"])
         entry = sweep.runs[0]
-        shape = ModelConfig(vocab_size=VOCAB, block_size=BLOCK, **{k: entry["model"][k]
-                                                                     for k in ("n_layer", "d_model", "n_head")})
+        keys = ("n_layer", "d_model", "n_head")
+        shape = ModelConfig(vocab_size=VOCAB, block_size=BLOCK, **{k: entry["model"][k] for k in keys})
         plain = compose("main", overrides=["sweep=isoflop_local", f"results_dir={tmp_path}", "model.name=null",
-                                           *(f"model.{k}={getattr(shape, k)}" for k in ("n_layer", "d_model", "n_head")),
+                                           *(f"model.{k}={getattr(shape, k)}" for k in keys),
                                            f"train.tokens={entry['tokens']}"])
     assert RunSpec.from_config(plain).run_id == entry["run_id"]
     assert entry["params"] == accounting.params_total(shape)

@@ -119,7 +119,8 @@ def detect_device(accelerator: str) -> torch.device:
 
 def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: float = 0.3) -> float:
     """Training tokens per second of this shape on this device: after a few warm-up steps (the first ones run many
-    times slower), AdamW steps on random tokens for about `seconds` (at least 10), timed one by one; the median step is the typical speed, robust to a few stalls."""
+    times slower), AdamW steps on random tokens for about `seconds` (at least 10), timed one by one; the median
+    step is the typical speed, robust to a few stalls."""
     micro = max(1, min(batch_size, PROBE_TOKENS // shape.block_size))
     model = GPT(shape).to(device)
     optimizer = torch.optim.AdamW(mup.param_groups(shape, model.named_parameters(), 1e-4, 0.1), lr=1e-4)
