@@ -109,9 +109,9 @@ def _backtest(ax, table, fit):
         return False
     pts = back["points"]
     x = [p["compute"] for p in pts]
-    pred = np.array([p["predicted"] for p in pts])
-    ax.errorbar(x, pred, yerr=[pred - [p["lo"] for p in pts], [p["hi"] for p in pts] - pred], fmt="none",
-                ecolor="C3", alpha=0.6, label="prediction interval")
+    pred = _floats([p["predicted"] for p in pts])
+    lo, hi = _floats([p["lo"] for p in pts]), _floats([p["hi"] for p in pts])
+    ax.errorbar(x, pred, yerr=[pred - lo, hi - pred], fmt="none", ecolor="C3", alpha=0.6, label="prediction interval")
     ax.scatter(x, [p["loss"] for p in pts], s=14, c="k", zorder=3, label="observed (held out)")
     below = table.flops <= back["cut"]
     ax.scatter(table.flops[below], table.loss[below], s=8, c="0.7", label="fitted on")
