@@ -100,11 +100,15 @@ def sweep_cmd(overrides: list[str]) -> int:
     _hydra_main(_train_task, ["--multirun", *sweep.overrides])
     if sweep.extends:
         _extend_edges(sweep)
+    if sweep.cfg["sweep"].get("fit", True):
+        from scaling_lab.sweep.finish import fit_sweep
+
+        fit_sweep(OmegaConf.create(sweep.cfg))
     return 0
 
 
 def _extend_edges(sweep) -> None:
-    """Adaptive IsoFLOP: a second multirun past the budgets whose minimum is at an edge, then the fit."""
+    """Adaptive IsoFLOP: a second multirun past the budgets whose minimum is at an edge."""
     from scaling_lab.sweep import extend, grid, launch
 
     extra = extend.extension(sweep.design, sweep.runs, sweep.results_dir, sweep.cfg["sweep"].get("extend_sizes", 2))
@@ -117,10 +121,6 @@ def _extend_edges(sweep) -> None:
         _hydra_main(_train_task, ["--multirun", *command])
     else:
         print("edge extension: every budget's minimum lies inside its sizes; nothing to add")
-    if sweep.cfg["sweep"].get("fit", True):
-        from scaling_lab.sweep.finish import fit_sweep
-
-        fit_sweep(OmegaConf.create(sweep.cfg))
 
 
 def fit_cmd(overrides: list[str]) -> int:
