@@ -72,6 +72,9 @@ def train_cmd(overrides: list[str]) -> int:
     from scaling_lab.sweep import claim
     from scaling_lab.train.run import RunSpec
 
+    if any(arg.startswith("-") for arg in overrides):  # Hydra's own flags (--cfg job, --help, --info) print and exit
+        _hydra_main(_train_task, overrides)
+        return 0
     spec = RunSpec.from_config(_compose("main", overrides))  # one clear line for a bad config, before any work
     layout.check_writable(spec.results_dir)
     holder = claim.live_holder(layout.claim_path(spec.results_dir, spec.run_id))

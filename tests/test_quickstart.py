@@ -29,3 +29,13 @@ def test_quickstart_preset_is_at_least_4_sizes_by_3_budgets():
     assert len(params["model.name"].split(",")) >= 4
     assert len(str(params["train.tokens"]).split(",")) >= 3
     assert cfg.results_dir == "results/local_small" and cfg.logger.mode == "offline"
+
+
+def test_readme_cfg_command_prints_the_composed_config():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "scaling_lab.cli", "train", "--cfg", "job", "model.name=tiny-3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "name: tiny-3" in proc.stdout and "tokens:" in proc.stdout
