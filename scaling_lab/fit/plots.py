@@ -42,7 +42,9 @@ def _frontier(ax, table, fit):
         lo, hi = _floats(curve.get("lo")), _floats(curve.get("hi"))
         if np.isfinite(lo).any():  # bootstrap resamples that failed leave gaps (None) in the band
             ax.fill_between(curve["compute"], lo, hi, color="C3", alpha=0.2, label="95% band")
-    ax.axhline(fit["parametric"]["E"], ls=":", c="C3", lw=1)
+    floor = fit["parametric"]["E"]
+    if floor > 0.5 * np.min(table.loss):  # a floor far below the runs would squash them flat; the report has it
+        ax.axhline(floor, ls=":", c="C3", lw=1, label=f"E = {floor:.3g}")
     ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="loss", title="Loss frontier and fit")
     ax.legend(fontsize=8)
     return True
