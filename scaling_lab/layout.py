@@ -6,6 +6,7 @@
       runs/<run_id>/wandb/       the run's W&B files (offline runs sync from here)
       runs/<run_id>/last.ckpt    the latest training checkpoint, while the run is unfinished (resume point)
       runs/<run_id>/claim.lock   held (flock) by the process training the run; its owner is written inside
+      runs/<run_id>/error.txt    the traceback of a failed or diverged run
       fit/fit.json               the fit stage's numbers
       fit/report.md              the fit stage's report, plots beside it in fit/plots/
       .hydra/                    Hydra's own logs of each launch
@@ -43,6 +44,10 @@ def record_path(results_dir: str | Path, run_id: str) -> Path:
 
 def checkpoint_path(results_dir: str | Path, run_id: str) -> Path:
     return run_dir(results_dir, run_id) / "last.ckpt"
+
+
+def error_path(results_dir: str | Path, run_id: str) -> Path:
+    return run_dir(results_dir, run_id) / "error.txt"
 
 
 def claim_path(results_dir: str | Path, run_id: str) -> Path:

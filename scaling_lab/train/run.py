@@ -160,7 +160,7 @@ def _train_claimed(spec: RunSpec) -> dict:
         outcome = fit_one(spec)
     except Exception as e:  # noqa: BLE001 - every failure becomes a record, then propagates
         status = "diverged" if isinstance(e, Diverged) else "failed"
-        (spec.run_dir / "error.txt").write_text(traceback.format_exc())
+        layout.error_path(spec.results_dir, spec.run_id).write_text(traceback.format_exc())
         records.write_record(record_path, {**base, "status": status, "error": f"{type(e).__name__}: {e}",
                                            "finished_at": provenance.utc_now(),
                                            "wall_time_s": time.perf_counter() - t0})
