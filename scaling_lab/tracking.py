@@ -62,6 +62,8 @@ def _start(spec, config: dict, chosen: str):
     experiment.define_metric("flops")
     for pattern in ("train/*", "val/*", "lr"):
         experiment.define_metric(pattern, step_metric="tokens")
+    # W&B gives a metric one default x-axis, so the losses are logged a second time under compute/ against FLOPs
+    experiment.define_metric("compute/*", step_metric="flops")
     return logger
 
 

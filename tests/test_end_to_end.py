@@ -81,8 +81,15 @@ def test_wandb_offline_runs_read_back_with_wandbs_own_reader(smoke, env):
         summary = json.loads(out.stdout)
         assert summary["state"] == "finished"
         assert summary["summary"]["val/loss"] == pytest.approx(rec["final_val_loss"], rel=1e-6)
+        assert summary["summary"]["compute/val_loss"] == summary["summary"]["val/loss"]
         assert summary["summary"]["tokens"] == rec["tokens"]
         assert summary["summary"]["flops"] == pytest.approx(rec["tokens"] * 6 * rec["params"])
+    # the x-axes: every record of the last run's transaction log, define_metric ones included
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "wandb"), "leet", "inspect", "--json",
+                          str(run_dir)], capture_output=True, text=True, env=env)
+    axes = {m["metric"].get("glob_name") or m["metric"]["name"]: m["metric"].get("step_metric")
+            for m in map(json.loads, out.stdout.splitlines()) if m.get("type") == "metric"}
+    assert axes["train/*"] == axes["val/*"] == "tokens" and axes["compute/*"] == "flops"
 
 
 def test_no_secret_is_written_anywhere(smoke):

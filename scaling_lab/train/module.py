@@ -43,8 +43,8 @@ class GPTModule(L.LightningModule):
             raise Diverged(f"training loss {value:.4g} at {self.tokens_seen} tokens (limit {self.explode_at:.3g})")
         self.last_train_loss = value
         self.log_dict(
-            {"train/loss": value, "tokens": float(self.tokens_seen), "flops": self.tokens_seen * self.flops_per_token,
-             "lr": self.optimizers().param_groups[0]["lr"]},
+            {"train/loss": value, "compute/train_loss": value, "tokens": float(self.tokens_seen),
+             "flops": self.tokens_seen * self.flops_per_token, "lr": self.optimizers().param_groups[0]["lr"]},
             on_step=True, on_epoch=False, prog_bar=False,
         )
 
@@ -76,7 +76,7 @@ class GPTModule(L.LightningModule):
         val_loss = total / count
         if not self.val_curve or self.val_curve[-1][0] != self.tokens_seen:
             self.val_curve.append((self.tokens_seen, val_loss))
-        self.log_dict({"val/loss": val_loss, "tokens": float(self.tokens_seen),
+        self.log_dict({"val/loss": val_loss, "compute/val_loss": val_loss, "tokens": float(self.tokens_seen),
                        "flops": self.tokens_seen * self.flops_per_token}, prog_bar=True)
 
     def on_save_checkpoint(self, checkpoint):
