@@ -147,7 +147,8 @@ def _finished_record(spec: RunSpec) -> dict | None:
 
 
 def _train_claimed(spec: RunSpec) -> dict:
-    from scaling_lab.train.trainer import fit_one  # torch/lightning are imported only for real work
+    from scaling_lab.train import checkpoint  # torch/lightning are imported only for real work
+    from scaling_lab.train.trainer import fit_one
 
     record_path = layout.record_path(spec.results_dir, spec.run_id)
     started = provenance.utc_now()
@@ -164,6 +165,8 @@ def _train_claimed(spec: RunSpec) -> dict:
         records.write_record(record_path, {**base, "status": status, "error": f"{type(e).__name__}: {e}",
                                            "finished_at": provenance.utc_now(),
                                            "wall_time_s": time.perf_counter() - t0})
+        if status == "diverged":  # final: nothing will resume it
+            checkpoint.remove(layout.checkpoint_path(spec.results_dir, spec.run_id))
         raise
     shape: ModelConfig = outcome.pop("shape")
     tokens = outcome["tokens"]
@@ -182,6 +185,9 @@ def _train_claimed(spec: RunSpec) -> dict:
         **outcome,
     }
     records.write_record(record_path, record)
+    # only now: a kill between dropping the checkpoint and writing the record would cost the whole run
+    if not spec.train["keep_checkpoint"]:
+        checkpoint.remove(layout.checkpoint_path(spec.results_dir, spec.run_id))
     log.info("run %s: N=%d D=%d val loss %.4f (%.1fs)", spec.run_id, record["params"], tokens,
              record["final_val_loss"], record["wall_time_s"])
     return record

@@ -21,7 +21,7 @@ from scaling_lab.data import TokenDataModule, prepare_corpus
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.train import checkpoint, hparams, ranks
 from scaling_lab.train.module import GPTModule
-from scaling_lab.train.run import Diverged, RunSpec
+from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import warmup_steps_for
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,7 @@ def fit_one(spec: RunSpec) -> dict:
     if resume:
         log.info("run %s resumes from %s", spec.run_id, resume)
     with ranks.workers(spec, resume):
-        try:
-            outcome = fit_rank(spec, resume, track=True)
-        except Diverged:
-            checkpoint.remove(ckpt)  # a diverged run is final: nothing will resume it
-            raise
-    if not spec.train["keep_checkpoint"]:
-        checkpoint.remove(ckpt)
-    return outcome
+        return fit_rank(spec, resume, track=True)
 
 
 def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
