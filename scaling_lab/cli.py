@@ -136,9 +136,7 @@ def fit_cmd(overrides: list[str]) -> int:
         if not Path(cfg.input).is_dir():
             raise UsageError("output_dir is required when input is not a results directory")
         output_dir = layout.fit_dir(cfg.input)
-    chosen = tracking.mode(cfg.logger.mode)
-    wandb_cfg = None if chosen == "disabled" else {**OmegaConf.to_container(cfg.logger), "mode": chosen,
-                                                    "group": None, "dir": str(output_dir)}
+    wandb_cfg = tracking.fit_settings(OmegaConf.to_container(cfg.logger), group=None, out_dir=Path(output_dir))
     run_fit(cfg.input, Path(output_dir), OmegaConf.to_container(cfg.fit, resolve=True), wandb_cfg=wandb_cfg)
     print(f"report: {Path(output_dir) / 'report.md'}")
     return 0

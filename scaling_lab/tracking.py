@@ -22,6 +22,14 @@ def mode(configured: str) -> str:
     return chosen
 
 
+def fit_settings(logger_cfg: dict, group: str | None, out_dir: Path) -> dict | None:
+    """What run_fit needs to log a fit to W&B (group = the sweep), or None when W&B is disabled."""
+    chosen = mode(logger_cfg["mode"])
+    if chosen == "disabled":
+        return None
+    return {**logger_cfg, "mode": chosen, "group": group, "dir": str(out_dir)}
+
+
 def run_id(results_dir: Path, name: str) -> str:
     """Stable W&B id: the same run in the same results directory always continues one W&B run."""
     where = hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:6]

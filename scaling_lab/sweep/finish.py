@@ -17,10 +17,7 @@ def fit_sweep(cfg: DictConfig) -> dict | None:
         print("no completed runs to fit")
         return None
     out = layout.fit_dir(results_dir)
-    wandb_cfg = None
-    if tracking.mode(cfg.logger.mode) != "disabled":
-        wandb_cfg = {**OmegaConf.to_container(cfg.logger), "mode": tracking.mode(cfg.logger.mode),
-                     "group": cfg.sweep.name, "dir": str(out)}
+    wandb_cfg = tracking.fit_settings(OmegaConf.to_container(cfg.logger), group=cfg.sweep.name, out_dir=out)
     try:
         fit = run_fit(str(results_dir), out, OmegaConf.to_container(cfg.fit, resolve=True), wandb_cfg=wandb_cfg)
     except FitInputError as e:  # e.g. too few completed runs: the runs stand, the fit waits for more

@@ -43,7 +43,11 @@ def _live(results_dir: str, row: dict) -> dict:
 
 
 def summarize(results_dir: str) -> dict[str, int]:
-    counts = Counter(row["status"] for row in run_states(results_dir))
+    return _count(run_states(results_dir))
+
+
+def _count(rows: list[dict]) -> dict[str, int]:
+    counts = Counter(row["status"] for row in rows)
     return {status: counts.get(status, 0) for status in ORDER}
 
 
@@ -56,6 +60,6 @@ def render(results_dir: str) -> str:
     for r in rows:
         detail = f"val loss {r['val_loss']:.4f}" if r.get("val_loss") is not None else (r.get("reason") or "")
         lines.append(f"{r['run_id']:<{width}}  {r['status']:<9}  {detail}")
-    counts = summarize(results_dir)
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
+    # counted from the rows shown, not a second read that a live sweep could have moved on from
+    lines.append(", ".join(f"{n} {s}" for s, n in _count(rows).items()))
     return "\n".join(lines)
