@@ -65,3 +65,8 @@ def sweep_manifest(results_dir: str | Path) -> Path:
 
 def fit_dir(results_dir: str | Path) -> Path:
     return Path(results_dir) / "fit"
+
+
+def fit_numbers(fit_output_dir: str | Path) -> Path:
+    """fit.json inside a fit's output directory (for a results directory: inside fit_dir)."""
+    return Path(fit_output_dir) / "fit.json"

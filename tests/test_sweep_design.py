@@ -78,6 +78,28 @@ def test_isoflop_prior_from_an_earlier_fit_moves_the_sizes():
     assert largest > max(accounting.params_total(r.shape) for r in chinchilla.runs(VOCAB) if r.budget == 1e10)
 
 
+def test_isoflop_prior_read_from_an_earlier_fit(tmp_path):
+    # compute_optimal as the fit writes it: N_opt = G (C/6)^a with C = 6ND (scaling_lab/fit/parametric.py)
+    fit_dir = layout.fit_dir(tmp_path)
+    fit_dir.mkdir()
+    layout.fit_numbers(fit_dir).write_text(json.dumps({"compute_optimal": {"a": 0.5, "G": 0.1, "b": 0.5}}))
+    for source in (tmp_path, fit_dir, layout.fit_numbers(fit_dir)):  # results dir, fit dir or the file itself
+        design = designs.from_config(isoflop_cfg(n_opt=str(source)), VOCAB)  # 6N: k = 6 exactly
+        assert designs.optimal_params(design, 1e10) == pytest.approx(0.1 * (1e10 / 6) ** 0.5)
+    under_chinchilla = designs.from_config(isoflop_cfg(n_opt=str(tmp_path), flops_convention="chinchilla"), VOCAB)
+    assert designs.optimal_params(under_chinchilla, 1e10) != pytest.approx(0.1 * (1e10 / 6) ** 0.5)
+
+
+@pytest.mark.parametrize("content, message", [(None, "no fit.json there"), ("{}", "has no compute_optimal"),
+                                              ('{"compute_optimal": {"a": 0.5, "G": -1}}', "is not usable")])
+def test_isoflop_prior_from_a_missing_or_broken_fit_fails_clearly(tmp_path, content, message):
+    if content is not None:
+        layout.fit_numbers(tmp_path).write_text(content)
+    design = designs.from_config(isoflop_cfg(n_opt=str(tmp_path)), VOCAB)
+    with pytest.raises(ConfigError, match=message):
+        design.runs(VOCAB)
+
+
 def test_ladder_is_sizes_times_multiples_of_the_ratio():
     cfg = {"model": {"block_size": BLOCK}, "sweep": {"design": {
         "kind": "ladder", "sizes": [1e4, "tiny-2"], "multiples": [0.5, 1, 4], "tokens_per_param": 20, **TINY_RULE}}}

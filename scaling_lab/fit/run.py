@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from scaling_lab import layout
 from scaling_lab.fit import envelope, isoflop, parametric, single_axis, verdict
 from scaling_lab.fit.stats import interval, resample_weights, summarize
 from scaling_lab.fit.table import load_table
@@ -39,7 +40,7 @@ def run_fit(input: str | Path, output_dir: str | Path, cfg: dict | None = None, 
     fit["timing_s"]["total"] = round(time.perf_counter() - started, 3)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(output_dir / "fit.json", fit)
+    write_atomic(layout.fit_numbers(output_dir), fit)
     from scaling_lab.fit import plots, report
 
     images = plots.draw_all(table, fit, output_dir / "plots") if cfg["plots"] else {}
@@ -48,7 +49,7 @@ def run_fit(input: str | Path, output_dir: str | Path, cfg: dict | None = None, 
         from scaling_lab.fit import wandb_log
 
         fit["wandb"] = wandb_log.log_fit(fit, table, images, wandb_cfg)
-        write_atomic(output_dir / "fit.json", fit)
+        write_atomic(layout.fit_numbers(output_dir), fit)
     return fit
 
 

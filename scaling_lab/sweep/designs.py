@@ -11,14 +11,16 @@ launcher (the ConfigStore travels with Hydra's singleton state to submitit jobs)
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from scaling_lab import accounting
+from scaling_lab import accounting, layout
 from scaling_lab.model.config import SHAPES, ModelConfig
 from scaling_lab.model.sizing import ASPECT_RATIO, HEAD_DIM, label, shape_for_params
 from scaling_lab.train.run import ConfigError
@@ -110,22 +112,52 @@ def from_config(cfg: Mapping[str, Any], vocab_size: int) -> Design | None:
 
 
 def optimal_params(design: Design, budget: float) -> float:
-    """The prior compute-optimal N for budget C: an earlier fit's N_opt = G * C^a, else D/N = tokens_per_param.
+    """The prior compute-optimal N for budget C: an earlier fit's N_opt(C), else D/N = tokens_per_param.
 
-    With D = r N and C = k N D (k = FLOPs per token per parameter under the convention; 6 for 6N, Hoffmann et al.
-    2022), N = sqrt(C / (k r)); k depends on the shape, so iterate a few times from k = 6.
+    C = k N D, k = FLOPs per token per parameter under the design's convention (6 for 6N, Hoffmann et al. 2022).
+    With D = r N, N = sqrt(C / (k r)). An earlier fit's law N_opt = G (C'/6)^a is stated for C' = 6 N D (the fit's
+    allocation, Hoffmann et al. 2022 Eq. 4), i.e. C' = 6 C / k: N = G (C / k)^a. k depends on the shape, so both
+    iterate a few times from k = 6.
     """
     n_opt = design.spec.get("n_opt")
-    if n_opt:
+    if n_opt and not isinstance(n_opt, str):  # typed in as N_opt = G * C^a, C under the design's convention
         exponent = _number(n_opt, "exponent", -math.inf, where="sweep.design.n_opt")
         return _number(n_opt, "coefficient", 0.0, where="sweep.design.n_opt") * budget**exponent
-    ratio = _number(design.spec, "tokens_per_param", 0.0)
-    n = math.sqrt(budget / (6.0 * ratio))
+    if n_opt:
+        exponent, coefficient = fitted_law(n_opt)
+
+        def law(k: float) -> float:
+            return coefficient * (budget / k) ** exponent
+    else:
+        ratio = _number(design.spec, "tokens_per_param", 0.0)
+
+        def law(k: float) -> float:
+            return math.sqrt(budget / (k * ratio))
+
+    n = law(6.0)
     for _ in range(4):
         shape = design.shape_for(n)
-        k = accounting.train_flops_per_token(shape, design.convention) / accounting.params_total(shape)
-        n = math.sqrt(budget / (k * ratio))
+        n = law(accounting.train_flops_per_token(shape, design.convention) / accounting.params_total(shape))
     return n
+
+
+def fitted_law(source: str) -> tuple[float, float]:
+    """(a, G) of N_opt = G (C/6)^a from an earlier fit: a fit.json, its fit output directory or a results directory."""
+    path = Path(source)
+    for candidate in (path, layout.fit_numbers(path), layout.fit_numbers(layout.fit_dir(path))):
+        if candidate.is_file():
+            break
+    else:
+        raise ConfigError(f"sweep.design.n_opt={source}: no fit.json there (run `scaling-lab fit` on it first)")
+    try:
+        law = json.loads(candidate.read_text())["compute_optimal"]
+        exponent, coefficient = float(law["a"]), float(law["G"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"sweep.design.n_opt={source}: {candidate} has no compute_optimal a and G ({e})") from e
+    if not (math.isfinite(exponent) and math.isfinite(coefficient) and coefficient > 0):
+        raise ConfigError(f"sweep.design.n_opt={source}: the fit's compute_optimal law (a={exponent}, G={coefficient}) "
+                          "is not usable")
+    return exponent, coefficient
 
 
 def _isoflop(design: Design) -> list[Planned]:
