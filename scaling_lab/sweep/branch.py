@@ -19,7 +19,7 @@ from hydra import compose
 from omegaconf import DictConfig, open_dict
 
 from scaling_lab.sweep.claim import Busy
-from scaling_lab.train.run import ConfigError, RunSpec, train
+from scaling_lab.train.run import FINISHED, ConfigError, RunSpec, existing_record, train
 from scaling_lab.train.schedule import cooldown_steps_for
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ def train_group(cfg: DictConfig) -> None:
         with open_dict(branch_cfg):
             branch_cfg.train.tokens = tokens
         branches.append(RunSpec.from_config(branch_cfg))
-    _guarded(lambda: train(trunk, branches=branches), trunk, skip_group=True)
+    pending = [b for b in branches if (existing_record(b) or {}).get("status") not in FINISHED]
+    _guarded(lambda: train(trunk, branches=pending), trunk, skip_group=True)
     for branch in sorted(branches, key=lambda b: b.train["tokens"]):
         _guarded(lambda: train(branch, trunk_id=trunk.run_id), branch, skip_group=False)
 
