@@ -52,11 +52,15 @@ def _train_task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from scaling_lab.sweep.branch import train_group
     from scaling_lab.sweep.claim import Busy
     from scaling_lab.train.run import RunSpec, train
 
     try:
-        train(RunSpec.from_config(cfg))
+        if OmegaConf.select(cfg, "sweep.branch_tokens"):  # a branched sweep's job: a trunk and its branches
+            train_group(cfg)
+        else:
+            train(RunSpec.from_config(cfg))
     except Exception as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise

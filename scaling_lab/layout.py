@@ -5,6 +5,7 @@
       runs/<run_id>/record.json  one run record per run (schema: scaling_lab.records)
       runs/<run_id>/wandb/       the run's W&B files (offline runs sync from here)
       runs/<run_id>/last.ckpt    the latest training checkpoint, while the run is unfinished (resume point)
+      runs/<run_id>/branch-<id>.ckpt  a WSD trunk's state where run <id> branches off, until that run is done
       runs/<run_id>/claim.lock   held (flock) by the process training the run; its owner is written inside
       runs/<run_id>/error.txt    the traceback of a failed or diverged run
       fit/fit.json               the fit stage's numbers
@@ -44,6 +45,10 @@ def record_path(results_dir: str | Path, run_id: str) -> Path:
 
 def checkpoint_path(results_dir: str | Path, run_id: str) -> Path:
     return run_dir(results_dir, run_id) / "last.ckpt"
+
+
+def branch_checkpoint_path(results_dir: str | Path, trunk_id: str, branch_id: str) -> Path:
+    return run_dir(results_dir, trunk_id) / f"branch-{branch_id}.ckpt"
 
 
 def error_path(results_dir: str | Path, run_id: str) -> Path:

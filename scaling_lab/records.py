@@ -44,6 +44,8 @@ FIELDS: list[tuple[str, str, bool, str]] = [
     ("hardware", "object", True, "accelerator, device name, CPU count, platform"),
     ("versions", "object", True, "python, torch, lightning, hydra, wandb, datasets, scaling_lab"),
     ("git_commit", "string", False, "commit of the scaling-lab checkout (null when not a git checkout)"),
+    ("branch", "object", False, "WSD branch (sweep.branch): trunk_run_id, branched_at_tokens (where it left the trunk's "
+                                "snapshot), tokens_trained (by this run: tokens - branched_at_tokens); null otherwise"),
     ("wandb", "object", False, "W&B project, group, run id, mode and local directory"),
     ("error", "string", False, "for failed / diverged runs: the one-line reason"),
     ("started_at", "string", True, "UTC ISO-8601 start time"),

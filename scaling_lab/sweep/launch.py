@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from scaling_lab.data import TokenCorpus, prepare_corpus
-from scaling_lab.sweep import designs, grid
+from scaling_lab.sweep import branch, designs, grid
+from scaling_lab.train.run import ConfigError
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Sweep:
     results_dir: str
     runs: list[dict]  # manifest entries
     user_overrides: list[str]
-    overrides: list[str]  # the multirun's command line: the user's plus the design's runs
+    overrides: list[str]  # the multirun's command line: the user's plus the design's runs or the branched jobs
     design: designs.Design | None
     corpus: TokenCorpus | None
 
@@ -41,6 +42,10 @@ def prepare(config_name: str, overrides: list[str]) -> Sweep:
         add_runs(sweep, config_name, design.runs(corpus.vocab_size))
     else:
         sweep.name, sweep.results_dir, sweep.runs = grid.plan(config_name, overrides)
+    if cfg["sweep"].get("branch"):
+        if design is not None:
+            raise ConfigError("sweep.branch works on grid presets (train.tokens as a sweep key), not sweep.design")
+        sweep.overrides = branch.multirun(config_name, overrides, sweep.runs)
     return sweep
 
 

@@ -22,6 +22,7 @@ from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
 from scaling_lab.model.sizing import label
+from scaling_lab.sweep import branch
 from scaling_lab.sweep.designs import Design, optimal_params
 from scaling_lab.train import hparams
 
@@ -57,7 +58,14 @@ def report(cfg: Mapping[str, Any], entries: list[dict], corpus: TokenCorpus, des
     convention = design.convention if design else accounting.DEFAULT_CONVENTION
     table = rows(entries, corpus, cfg["train"], cfg["data"]["val_tokens"], convention)
     device = detect_device(cfg["accelerator"])
-    return render(table, estimate_seconds(table, device), warnings(table, design), convention, describe(device))
+    out = render(table, estimate_seconds(table, device), warnings(table, design), convention, describe(device))
+    independent = sum(r.tokens for r in table)
+    if cfg["sweep"].get("branch"):
+        branched = branch.tokens_trained(entries, table, cfg["train"]["cooldown_frac"])
+        out += (f"\nsweep.branch: {len(branch.groups(entries))} trunks + cooldowns train {branched:,} tokens, "
+                f"{branched / independent:.2f}x the {independent:,} of independent runs (the estimate above is for "
+                "independent runs)")
+    return out
 
 
 def rows(entries: list[dict], corpus: TokenCorpus, train: Mapping[str, Any], val_tokens: int,

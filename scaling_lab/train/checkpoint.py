@@ -81,12 +81,17 @@ class AtomicCheckpoint(L.Callback):
         _set_rng_states(checkpoint["rng_states"])
 
     def save(self, trainer) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)  # every rank takes part; rank zero writes
-        if trainer.is_global_zero:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+        save(trainer, self.path)
+
+
+def save(trainer, path: Path) -> None:
+    """A full training checkpoint at `path`, written beside it and renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    trainer.save_checkpoint(tmp, weights_only=False)  # every rank takes part; rank zero writes
+    if trainer.is_global_zero:
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def resume_point(path: Path) -> Path | None:

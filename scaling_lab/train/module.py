@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from functools import partial
-
 import lightning as L
 import torch
 
@@ -12,7 +10,7 @@ from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
 from scaling_lab.train.run import Diverged
-from scaling_lab.train.schedule import warmup_cosine
+from scaling_lab.train.schedule import multiplier
 
 
 class GPTModule(L.LightningModule):
@@ -70,14 +68,19 @@ class GPTModule(L.LightningModule):
             self._val_count += y.numel()
 
     def on_validation_epoch_end(self):
+        val_loss = self.close_val_pass()
+        self.log_dict({"val/loss": val_loss, "compute/val_loss": val_loss, "tokens": float(self.tokens_seen),
+                       "flops": self.tokens_seen * self.flops_per_token}, prog_bar=True)
+
+    def close_val_pass(self) -> float:
+        """The pass's loss over all ranks, added to the validation curve (once per token count)."""
         counts = torch.stack([self._val_sum, torch.tensor(float(self._val_count), device=self.device,
                                                           dtype=torch.float64)])
         total, count = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
         val_loss = total / count
         if not self.val_curve or self.val_curve[-1][0] != self.tokens_seen:
             self.val_curve.append((self.tokens_seen, val_loss))
-        self.log_dict({"val/loss": val_loss, "compute/val_loss": val_loss, "tokens": float(self.tokens_seen),
-                       "flops": self.tokens_seen * self.flops_per_token}, prog_bar=True)
+        return val_loss
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["progress"] = {"tokens_seen": self.tokens_seen, "val_curve": self.val_curve,
@@ -95,7 +98,5 @@ class GPTModule(L.LightningModule):
             lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
             fused=self.device.type == "cuda",
         )
-        schedule = partial(warmup_cosine, total_steps=self.total_steps, warmup_steps=hp["warmup_steps"],
-                           final_frac=hp["min_lr_frac"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier(hp))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -25,8 +25,9 @@ _GRACE_S = 60  # how long rank zero waits for the other ranks to leave after it 
 
 
 @contextmanager
-def workers(spec, resume: Path | None) -> Iterator[None]:
-    """Around rank zero's training: ranks 1..K-1 run the same spec from the same checkpoint, then must exit 0."""
+def workers(spec, resume: Path | None, branches: list = ()) -> Iterator[None]:
+    """Around rank zero's training: ranks 1..K-1 run the same spec from the same checkpoint (and take part in the
+    snapshots a WSD trunk saves for its `branches`), then must exit 0."""
     devices = spec.trainer["devices"]
     if devices == 1:
         yield
@@ -34,7 +35,8 @@ def workers(spec, resume: Path | None) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in _DDP_ENV}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(devices), NODE_RANK="0",
                       LOCAL_RANK="0")
-    payload = json.dumps({"spec": asdict(spec), "resume": resume and str(resume)}, default=str)
+    payload = json.dumps({"spec": asdict(spec), "resume": resume and str(resume),
+                          "branches": [asdict(b) for b in branches]}, default=str)
     procs = [subprocess.Popen([sys.executable, "-m", __name__, payload], env={**os.environ, "LOCAL_RANK": str(rank)})
              for rank in range(1, devices)]
     try:
@@ -81,10 +83,13 @@ def _worker(payload: str) -> None:
     from scaling_lab.train.run import RunSpec
     from scaling_lab.train.trainer import fit_rank
 
+    def spec_of(fields: dict) -> RunSpec:
+        spec = RunSpec(**fields)
+        return replace(spec, run_dir=Path(spec.run_dir), results_dir=Path(spec.results_dir))
+
     fields = json.loads(payload)
-    spec = RunSpec(**fields["spec"])
-    spec = replace(spec, run_dir=Path(spec.run_dir), results_dir=Path(spec.results_dir))
-    fit_rank(spec, fields["resume"] and Path(fields["resume"]), track=False)
+    fit_rank(spec_of(fields["spec"]), fields["resume"] and Path(fields["resume"]), track=False,
+             branches=[spec_of(b) for b in fields["branches"]])
 
 
 if __name__ == "__main__":

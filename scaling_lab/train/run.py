@@ -19,11 +19,16 @@ from scaling_lab import accounting, layout, provenance, records
 from scaling_lab.data.config import DataConfig
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.sweep import claim
+from scaling_lab.train.schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
 
 # train.* keys that change how a run is watched, not what it learns: left out of the run id
 _UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every", "checkpoint_every", "keep_checkpoint")
+# train.* keys that leave the math unchanged at these values: left out of the id, so runs keep their earlier ids
+_ID_DEFAULTS = {"schedule": "cosine", "warmup_tokens": None}
+# keys that only one schedule reads
+_SCHEDULE_KEYS = {"min_lr_frac": "cosine", "cooldown_frac": "wsd"}
 # a diverged run would diverge again (training is deterministic): like a completed one, it is a result
 FINISHED = ("completed", "diverged")
 
@@ -65,7 +70,7 @@ class RunSpec:
         semantic = {
             "model": {k: model[k] for k in (*shape_keys, "block_size")},
             "data": {k: v for k, v in data.items() if k != "cache_dir"},
-            "train": {k: v for k, v in train.items() if k not in _UNSEMANTIC_TRAIN_KEYS},
+            "train": _semantic_train(train),
             "seed": container["seed"],
         }
         run_id = records.make_run_id(semantic, label=_label(model, train["tokens"]))
@@ -76,6 +81,12 @@ class RunSpec:
                    trainer=container["trainer"],
                    seed=int(container["seed"]), accelerator=container["accelerator"],
                    progress=bool(container["progress"]))
+
+
+def _semantic_train(train: dict) -> dict:
+    return {k: v for k, v in train.items() if k not in _UNSEMANTIC_TRAIN_KEYS
+            and not (k in _ID_DEFAULTS and v == _ID_DEFAULTS[k])
+            and _SCHEDULE_KEYS.get(k, train["schedule"]) == train["schedule"]}
 
 
 def _check(model: dict, train: dict, trainer: dict) -> None:
@@ -90,6 +101,13 @@ def _check(model: dict, train: dict, trainer: dict) -> None:
             raise ConfigError(f"train.{key} must be positive or null (null = published rule), got {train[key]!r}")
     if not 0 < train["min_lr_frac"] <= 1:
         raise ConfigError(f"train.min_lr_frac must be in (0, 1], got {train['min_lr_frac']!r}")
+    if train["schedule"] not in SCHEDULES:
+        raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {train['schedule']!r}")
+    if not 0 < train["cooldown_frac"] < 1:
+        raise ConfigError(f"train.cooldown_frac must be in (0, 1), got {train['cooldown_frac']!r}")
+    warmup = train["warmup_tokens"]
+    if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup <= 0):
+        raise ConfigError(f"train.warmup_tokens must be a positive number of tokens or null, got {warmup!r}")
     step_tokens = (train["batch_size"] or 1) * model["block_size"]
     if tokens < step_tokens:
         raise ConfigError(f"train.tokens={tokens} is less than one optimizer step (train.batch_size x "
@@ -124,17 +142,23 @@ def existing_record(spec: RunSpec) -> dict | None:
         return None
 
 
-def train(spec: RunSpec) -> dict:
+def train(spec: RunSpec, branches: list[RunSpec] = (), trunk_id: str | None = None) -> dict:
     """Train one run (resuming its checkpoint) and write its record; return the record.
 
     A finished run is not trained again; a run that another live process is training raises claim.Busy.
+    A WSD trunk saves snapshots for its `branches`; a branch of `trunk_id` starts from its snapshot, which is
+    deleted once the branch is finished (scaling_lab/train/branching.py).
     """
     finished = _finished_record(spec)
-    if finished:
-        return finished
-    with claim.hold(layout.claim_path(spec.results_dir, spec.run_id)):
-        # checked again under the claim: a racing launch may have finished the run a moment ago
-        return _finished_record(spec) or _train_claimed(spec)
+    if not finished:
+        with claim.hold(layout.claim_path(spec.results_dir, spec.run_id)):
+            # checked again under the claim: a racing launch may have finished the run a moment ago
+            finished = _finished_record(spec) or _train_claimed(spec, branches, trunk_id)
+    if trunk_id:
+        from scaling_lab.train import checkpoint
+
+        checkpoint.remove(layout.branch_checkpoint_path(spec.results_dir, trunk_id, spec.run_id))
+    return finished
 
 
 def _finished_record(spec: RunSpec) -> dict | None:
@@ -146,7 +170,7 @@ def _finished_record(spec: RunSpec) -> dict | None:
     return previous
 
 
-def _train_claimed(spec: RunSpec) -> dict:
+def _train_claimed(spec: RunSpec, branches: list[RunSpec], trunk_id: str | None) -> dict:
     from scaling_lab.train import checkpoint  # torch/lightning are imported only for real work
     from scaling_lab.train.trainer import fit_one
 
@@ -158,7 +182,7 @@ def _train_claimed(spec: RunSpec) -> dict:
     records.write_record(record_path, {**base, "status": "running"})
     t0 = time.perf_counter()
     try:
-        outcome = fit_one(spec)
+        outcome = fit_one(spec, branches, trunk_id)
     except Exception as e:  # noqa: BLE001 - every failure becomes a record, then propagates
         status = "diverged" if isinstance(e, Diverged) else "failed"
         layout.error_path(spec.results_dir, spec.run_id).write_text(traceback.format_exc())

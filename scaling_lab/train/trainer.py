@@ -19,10 +19,10 @@ from lightning.pytorch.strategies import DDPStrategy
 from scaling_lab import accounting, layout, tracking
 from scaling_lab.data import TokenDataModule, prepare_corpus
 from scaling_lab.model.config import ModelConfig
-from scaling_lab.train import checkpoint, hparams, ranks
+from scaling_lab.train import branching, checkpoint, hparams, ranks
 from scaling_lab.train.module import GPTModule
-from scaling_lab.train.run import RunSpec
-from scaling_lab.train.schedule import warmup_steps_for
+from scaling_lab.train.run import ConfigError, RunSpec
+from scaling_lab.train.schedule import cooldown_steps_for, warmup_steps_of
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +33,28 @@ def _accelerator(requested: str) -> str:
     return requested
 
 
-def fit_one(spec: RunSpec) -> dict:
-    """Train a run from its last checkpoint (or from scratch) on trainer.devices ranks; rank zero's outcome."""
-    ckpt = layout.checkpoint_path(spec.results_dir, spec.run_id)
-    resume = checkpoint.resume_point(ckpt)
+def fit_one(spec: RunSpec, branches: list[RunSpec] = (), trunk_id: str | None = None) -> dict:
+    """Train a run from its last checkpoint (or from scratch) on trainer.devices ranks; rank zero's outcome.
+
+    A WSD trunk also leaves a snapshot for each of `branches` (scaling_lab/train/branching.py); a branch (`trunk_id`
+    given) without a checkpoint of its own starts from its trunk's snapshot, or from scratch if there is none.
+    fit_rank's `trunk_id` is set only when `resume` is that snapshot.
+    """
+    resume = checkpoint.resume_point(layout.checkpoint_path(spec.results_dir, spec.run_id))
+    from_trunk = None  # set only when this process starts the branch from its trunk's snapshot
+    if resume is None and trunk_id:
+        resume = checkpoint.resume_point(layout.branch_checkpoint_path(spec.results_dir, trunk_id, spec.run_id))
+        if resume is None:
+            log.warning("run %s: no snapshot of its trunk %s left; it trains from scratch", spec.run_id, trunk_id)
+        from_trunk = resume and trunk_id
     if resume:
         log.info("run %s resumes from %s", spec.run_id, resume)
-    with ranks.workers(spec, resume):
-        return fit_rank(spec, resume, track=True)
+    with ranks.workers(spec, resume, branches):
+        return fit_rank(spec, resume, track=True, branches=branches, trunk_id=from_trunk)
 
 
-def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
+def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[RunSpec] = (),
+             trunk_id: str | None = None) -> dict:
     """One rank of a run; every rank builds the same model and data, only the tracked one logs to W&B."""
     corpus = prepare_corpus(spec.data)
     m, t = spec.model, spec.train
@@ -52,11 +63,20 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
     L.seed_everything(spec.seed, workers=True, verbose=False)
     dm = TokenDataModule(corpus, block_size=shape.block_size, batch_size=batch_size, tokens=int(t["tokens"]),
                          seed=spec.seed, val_tokens=spec.data["val_tokens"])
-    hp = {**t, "lr": lr, "batch_size": batch_size, "warmup_steps": warmup_steps_for(dm.steps, t["warmup_frac"]),
+    step_tokens = batch_size * shape.block_size
+    hp = {**t, "lr": lr, "batch_size": batch_size, "warmup_steps": warmup_steps_of(t, dm.steps, step_tokens),
           "total_steps": dm.steps}
+    if t["schedule"] == "wsd":
+        hp["cooldown_steps"] = cooldown_steps_for(dm.steps, t["cooldown_frac"])
+        if hp["warmup_steps"] > dm.steps - hp["cooldown_steps"]:
+            raise ConfigError(f"train.warmup_tokens / warmup_frac: {hp['warmup_steps']} warmup steps run into the "
+                              f"cooldown of train.tokens={t['tokens']} (it starts at step "
+                              f"{dm.steps - hp['cooldown_steps']})")
     module = GPTModule(shape, hp, total_steps=dm.steps,
                        flops_per_token=accounting.train_flops_per_token(shape))
 
+    eval_every = branching.eval_every(dm.steps, t["eval_points"])
+    origin = branching.BranchOrigin(trunk_id)
     accelerator = _accelerator(spec.accelerator)
     precision = t["precision"]
     if precision == "auto":
@@ -72,8 +92,10 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
         plugins=None if devices > 1 else [LightningEnvironment()], use_distributed_sampler=False,
         logger=logger or False, log_every_n_steps=t["log_every"], enable_checkpointing=False,
         callbacks=[checkpoint.AtomicCheckpoint(layout.checkpoint_path(spec.results_dir, spec.run_id),
-                                               t["checkpoint_every"])],
-        val_check_interval=max(1, dm.steps // t["eval_points"]), num_sanity_val_steps=0,
+                                               t["checkpoint_every"]), origin,
+                   branching.TrunkSnapshots([branching.snapshot(spec.run_id, b, corpus, batch_size) for b in branches],
+                                            dm.val_dataloader())],
+        val_check_interval=eval_every, num_sanity_val_steps=0,
         gradient_clip_val=t["grad_clip"], deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
     )
@@ -95,11 +117,13 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
         "tokens": module.tokens_seen,
         "final_val_loss": module.val_curve[-1][1],
         "final_train_loss": module.last_train_loss,
-        "val_curve": [list(p) for p in module.val_curve],
+        "val_curve": [list(p) for p in branching.own_curve(module.val_curve, eval_every * step_tokens,
+                                                           module.tokens_seen)],
         "hparams": {**hp, "precision": precision, "accelerator": accelerator},
         "hparams_source": hp_source,
         "data": dm.record_meta,
         "throughput": {"tokens_per_s": tokens_this_process / train_seconds,
                        "flops_per_s": tokens_this_process * module.flops_per_token / train_seconds},
         "wandb": wandb_info,
+        "branch": origin.record(module.tokens_seen),
     }

@@ -1,0 +1,204 @@
+"""WSD schedule and branched sweeps (sweep.branch): a branch is exactly the independent WSD run of its budget.
+
+The slow tests train real sweeps through the CLI (Hydra multirun -> Lightning -> records): one branched, one with
+every run independent, and one branched sweep killed after its trunk and re-launched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from scaling_lab import layout, records
+from scaling_lab.cli import CONF_DIR
+from scaling_lab.train.run import RunSpec
+from scaling_lab.train.schedule import cooldown_steps_for, warmup_cosine, warmup_stable_decay
+
+# 8, 16, 32, 64 steps of 2 x 128 tokens; the trunk is the 16,384-token run of each size
+BUDGETS = (2048, 4096, 8192, 16384)
+GRID = ["sweep", "sweep=wsd_local", "model.name=tiny-1,tiny-2", f"train.tokens={','.join(map(str, BUDGETS))}",
+        "train.batch_size=2", "train.warmup_tokens=512", "data.val_tokens=2048", "data.max_docs=300",
+        "progress=false", "logger=none"]
+STEP_TOKENS = 2 * 128
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("token-cache")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, "SCALING_LAB_CACHE": str(cache)}
+
+
+def by_id(results) -> dict[str, dict]:
+    return {r["run_id"]: r for r in (records.read_record(p) for p in layout.record_paths(results))}
+
+
+# --- schedule and config: no training ----------------------------------------------------------------------------
+
+
+def test_wsd_runs_share_their_rates_until_their_own_cooldown():
+    warmup = 5
+    short, long = 100, 400
+    rates = {t: [warmup_stable_decay(s, t, warmup, cooldown_steps_for(t, 0.2)) for s in range(t)] for t in (short, long)}
+    start = short - cooldown_steps_for(short, 0.2)
+    assert rates[short][:start + 1] == rates[long][:start + 1]  # the cooldown's first step still runs at the peak
+    assert rates[short][warmup - 1] == 1.0 and rates[short][start] == 1.0
+    cooldown = rates[short][start:]
+    assert all(a > b for a, b in zip(cooldown, cooldown[1:])) and 0 < cooldown[-1] < 0.25
+    # 1-sqrt shape (Hägele et al. 2024, Sec. 3): a quarter of the way down, half the rate is gone
+    assert rates[short][start + 5] == pytest.approx(1 - math.sqrt(0.25))
+    # cosine, by contrast, depends on the run's length from the first step after warmup
+    assert warmup_cosine(warmup, short, warmup, 0.1) == warmup_cosine(warmup, long, warmup, 0.1) == 1.0
+    assert warmup_cosine(warmup + 1, short, warmup, 0.1) != warmup_cosine(warmup + 1, long, warmup, 0.1)
+
+
+def spec(*overrides: str) -> RunSpec:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return RunSpec.from_config(compose("main", overrides=list(overrides)))
+
+
+def test_new_schedule_keys_leave_earlier_run_ids_alone():
+    plain = spec("model.name=tiny-1").run_id
+    assert spec("model.name=tiny-1", "train.cooldown_frac=0.3").run_id == plain  # cosine does not read it
+    assert spec("model.name=tiny-1", "train.schedule=cosine", "train.warmup_tokens=null").run_id == plain
+    wsd = spec("model.name=tiny-1", "train.schedule=wsd").run_id
+    assert wsd != plain
+    assert spec("model.name=tiny-1", "train.schedule=wsd", "train.min_lr_frac=0.5").run_id == wsd
+    assert spec("model.name=tiny-1", "train.schedule=wsd", "train.cooldown_frac=0.3").run_id != wsd
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.schedule=cosine", "train.schedule=wsd"),
+    ("train.lr=null", "train.lr"),
+    ("train.batch_size=null", "train.batch_size"),
+    ("train.warmup_tokens=null", "train.warmup_tokens"),
+    ("train.cooldown_frac=1.5", "train.cooldown_frac"),
+    ("train.schedule=linear", "train.schedule"),
+])
+def test_branching_that_cannot_be_exact_fails_before_training_with_one_line(tmp_path, env, override, key):
+    proc = cli(*GRID, f"results_dir={tmp_path}", override, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and key in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_plan_shows_the_token_cost_with_and_without_branching(tmp_path, env):
+    proc = cli(*GRID, f"results_dir={tmp_path}", "plan=true", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # per size: the 64-step trunk, then 2 + 3 + 6 cooldown steps (20% of 8, 16, 32)
+    branched, independent = 2 * (64 + 2 + 3 + 6) * STEP_TOKENS, 2 * sum(BUDGETS)
+    assert (f"sweep.branch: 2 trunks + cooldowns train {branched:,} tokens, {branched / independent:.2f}x the "
+            f"{independent:,} of independent runs") in proc.stdout
+    assert not list(tmp_path.iterdir())
+
+
+# --- real sweeps -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory, env):
+    """The same grid branched and with every run trained on its own, both WSD."""
+    out = {}
+    for name, branch in (("branched", "true"), ("independent", "false")):
+        results = tmp_path_factory.mktemp(name)
+        proc = cli(*GRID, f"results_dir={results}", f"sweep.branch={branch}", "sweep.fit=false", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = results
+    return out
+
+
+@pytest.mark.slow
+def test_a_branch_is_the_independent_run_of_its_budget(sweeps):
+    branched, independent = by_id(sweeps["branched"]), by_id(sweeps["independent"])
+    manifest = json.loads(layout.sweep_manifest(sweeps["branched"]).read_text())
+    assert set(branched) == set(independent) == {m["run_id"] for m in manifest["runs"]}  # same run ids
+    assert len(branched) == 8 and all(r["status"] == "completed" for r in branched.values())
+    for run_id, rec in branched.items():
+        alone = independent[run_id]
+        assert rec["final_val_loss"] == pytest.approx(alone["final_val_loss"], rel=1e-6, abs=0)
+        assert [p[0] for p in rec["val_curve"]] == [p[0] for p in alone["val_curve"]]  # its own eval schedule
+        assert [p[1] for p in rec["val_curve"]] == pytest.approx([p[1] for p in alone["val_curve"]], rel=1e-6)
+        assert rec["hparams"] == alone["hparams"] and rec["tokens"] == alone["tokens"]
+        assert alone["branch"] is None
+
+
+@pytest.mark.slow
+def test_records_mark_branches_and_their_tokens(sweeps):
+    recs = by_id(sweeps["branched"])
+    trunks = {r["model"]["name"]: r["run_id"] for r in recs.values() if r["tokens"] == max(BUDGETS)}
+    for rec in recs.values():
+        if rec["run_id"] in trunks.values():
+            assert rec["branch"] is None
+            continue
+        steps = rec["tokens"] // STEP_TOKENS
+        start = steps - cooldown_steps_for(steps, 0.2)
+        assert rec["branch"] == {"trunk_run_id": trunks[rec["model"]["name"]],
+                                 "branched_at_tokens": start * STEP_TOKENS,
+                                 "tokens_trained": rec["tokens"] - start * STEP_TOKENS}
+    trained = sum(r["branch"]["tokens_trained"] if r["branch"] else r["tokens"] for r in recs.values())
+    assert trained / sum(r["tokens"] for r in recs.values()) <= 0.65
+    # snapshots live in the trunk's run dir only until their branch is done
+    assert not list(layout.runs_dir(sweeps["branched"]).glob("*/*.ckpt"))
+
+
+@pytest.mark.slow
+def test_relaunch_trains_nothing_and_status_lists_every_run(sweeps, env):
+    results = sweeps["branched"]
+    before = {p: p.stat().st_mtime_ns for p in layout.record_paths(results)}
+    proc = cli(*GRID, f"results_dir={results}", "sweep.fit=false", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in layout.record_paths(results)} == before
+    assert (proc.stdout + proc.stderr).count("already completed") == 8
+    status = cli("status", f"results_dir={results}", env=env)
+    assert "8 completed, 0 running, 0 failed, 0 diverged, 0 pending" in status.stdout
+
+
+@pytest.mark.slow
+def test_fit_reads_a_branched_sweep_like_any_other(sweeps, env, tmp_path):
+    proc = cli("fit", f"input={sweeps['branched']}", f"output_dir={tmp_path}", "logger=none", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["n_points"] == 8
+    assert all(math.isfinite(fit["parametric"][k]) for k in ("E", "A", "B", "alpha", "beta"))
+
+
+@pytest.mark.slow
+def test_a_killed_branched_sweep_resumes_from_the_trunks_snapshots(tmp_path, env, sweeps):
+    """kill -9 as soon as the trunk's record is written: the branches still to come start from its snapshots."""
+    grid = [o if not o.startswith("model.name=") else "model.name=tiny-2" for o in GRID]
+    args = [sys.executable, "-m", "scaling_lab.cli", *grid, f"results_dir={tmp_path}", "sweep.fit=false"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    trunk = next(r for r in by_id(sweeps["independent"]).values()
+                 if r["model"]["name"] == "tiny-2" and r["tokens"] == max(BUDGETS))["run_id"]
+    trunk_record = layout.record_path(tmp_path, trunk)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if trunk_record.exists() and records.read_record(trunk_record)["status"] == "completed":
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    left = list(layout.run_dir(tmp_path, trunk).glob("branch-*.ckpt"))
+    assert left, "the kill came after every branch had finished; nothing was left to resume"
+    relaunch = cli(*grid, f"results_dir={tmp_path}", "sweep.fit=false", env=env)
+    assert relaunch.returncode == 0, relaunch.stderr[-3000:]
+    assert "resumes from" in relaunch.stdout + relaunch.stderr
+    resumed, alone = by_id(tmp_path), by_id(sweeps["independent"])
+    assert len(resumed) == 4
+    for run_id, rec in resumed.items():
+        assert rec["final_val_loss"] == pytest.approx(alone[run_id]["final_val_loss"], rel=1e-6, abs=0)
+        assert (rec["branch"] is None) == (run_id == trunk)
+    assert not list(layout.runs_dir(tmp_path).glob("*/*.ckpt"))
