@@ -52,6 +52,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
     L.seed_everything(spec.seed, workers=True, verbose=False)
     dm = TokenDataModule(corpus, block_size=shape.block_size, batch_size=batch_size, tokens=int(t["tokens"]),
                          seed=spec.seed, val_tokens=spec.data["val_tokens"])
+    if track and dm.repetition_warning:
+        log.warning("run %s: %s", spec.run_id, dm.repetition_warning)
     hp = {**t, "lr": lr, "batch_size": batch_size, "warmup_steps": warmup_steps_for(dm.steps, t["warmup_frac"]),
           "total_steps": dm.steps}
     module = GPTModule(shape, hp, total_steps=dm.steps,
