@@ -114,8 +114,10 @@ class TokenDataModule(L.LightningDataModule):
     def repetition_warning(self) -> str | None:
         if self.epochs <= MAX_EPOCHS:
             return None
+        larger = "data=python (all installed Python source)" if self.corpus.meta["source"].startswith("stdlib:") \
+            else "a larger corpus"
         return (f"{self.epochs:.1f} epochs over the corpus (> {MAX_EPOCHS}: repeated tokens lose value, "
-                "Muennighoff et al. 2023); use a larger corpus (data=python) or a smaller budget")
+                f"Muennighoff et al. 2023); use {larger} or a smaller budget")
 
     @property
     def steps(self) -> int:
