@@ -7,8 +7,9 @@
 For each k: one `scaling-lab sweep` of k runs of the same size and budget (seeds 0..k-1, so k distinct run ids)
 with `hydra/launcher=packed trainer.runs_per_device=k`, all k starting together on one device. Per k it prints the
 runs' own training tokens/s (from each record's `throughput`, measured over its training loop while the others
-ran beside it), their sum (the aggregate), the aggregate over k = 1, and the end-to-end rate: all tokens over the
-wall time from the first process start to the last process end (start-up, data and compilation included).
+ran beside it), their sum (the aggregate), the aggregate over one run of the first k (list 1 first), and the
+end-to-end rate: all tokens over the wall time from the first process start to the last process end (start-up,
+data and compilation included).
 Issue 5, target 3: the aggregate for the smallest size should reach >= 2x a single run. Anything after `--` is
 passed to every sweep as Hydra overrides.
 """
@@ -63,7 +64,7 @@ def main() -> None:
         if len(rows) == 1:
             print(f"{args.size} (N = {r['params']:,}), {int(args.tokens):,} tokens per run, on {r['device']} "
                   f"({os.cpu_count()} CPUs); results in {root}")
-            print(f"{'k':>3} {'per-run tokens/s':>28} {'aggregate':>12} {'vs k=1':>7} {'end-to-end':>12} {'wall':>7}")
+            print(f"{'k':>3} {'per-run tokens/s':>28} {'aggregate':>12} {'vs k=' + str(r['k']):>7} {'end-to-end':>12} {'wall':>7}")
         single = rows[0]["aggregate"] / rows[0]["k"]
         per_run = ", ".join(f"{t:,.0f}" for t in r["per_run"])
         print(f"{r['k']:>3} {per_run:>28} {r['aggregate']:>12,.0f} {r['aggregate'] / single:>6.2f}x "

@@ -210,7 +210,8 @@ def test_python_source_adds_installed_packages_with_stable_keys(src, site, tmp_p
         (elsewhere / path.relative_to(site)).parent.mkdir(parents=True, exist_ok=True)
         (elsewhere / path.relative_to(site)).write_text(path.read_text())
     moved = prepare_corpus(data_cfg("python", stdlib_root=str(src), site_dirs=[str(elsewhere)], val_fraction=0.2))
-    assert set(decoded(python.val)) <= set(decoded(moved.val)) and set(decoded(python.train)) <= set(decoded(moved.train))
+    assert set(decoded(python.val)) <= set(decoded(moved.val))
+    assert set(decoded(python.train)) <= set(decoded(moved.train))
 
 
 def test_python_source_reads_this_interpreters_package_directories():

@@ -136,7 +136,8 @@ def _first_live_claim(results, proc, count: int = 1, prefix: str = "", timeout: 
     while True:
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.monotonic() < deadline
-        live = [(path.parent.name, claim.live_holder(path)) for path in layout.runs_dir(results).glob(f"{prefix}*/claim.lock")]
+        paths = layout.runs_dir(results).glob(f"{prefix}*/claim.lock")
+        live = [(path.parent.name, claim.live_holder(path)) for path in paths]
         live = [(run, holder) for run, holder in live if holder and holder.get("pid")]
         if len(live) >= count:
             return {"run": live[0][0], "pid": live[0][1]["pid"]}

@@ -78,7 +78,7 @@ class PackedLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         free = deque(self.slots())
         where = "CPU, no pinning" if free[0] is None else f"GPUs {', '.join(sorted(set(free)))}"
-        log.info(f"Launching {len(job_overrides)} jobs, at most {len(free)} at a time ({where})")
+        log.info("Launching %d jobs, at most %d at a time (%s)", len(job_overrides), len(free), where)
         state = Singleton.get_state()
         pending = deque(enumerate(job_overrides, start=initial_job_idx))
         running: dict[subprocess.Popen, tuple[int, str | None, float]] = {}
@@ -88,7 +88,8 @@ class PackedLauncher(Launcher):
                 while pending and free and not received:
                     idx, overrides = pending.popleft()
                     slot = free.popleft()
-                    log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}" + (f" (GPU {slot})" if slot else ""))
+                    pinned = f" (GPU {slot})" if slot else ""
+                    log.info("\t#%d : %s%s", idx, " ".join(filter_overrides(overrides)), pinned)
                     proc = self._start(idx, list(overrides), slot, Path(tmp), state)
                     running[proc] = (idx, slot, time.time())
                     if received:  # the signal came while this one was starting
@@ -129,7 +130,8 @@ def visible_gpus() -> list[str]:
 
 
 def register() -> None:
-    """Make `hydra/launcher=packed` (conf/hydra/launcher/packed.yaml) instantiable in this process."""
+    """Make `hydra/launcher=packed` (conf/hydra/launcher/packed.yaml) instantiable in this process; the CLI calls it
+    before Hydra starts."""
     sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])
     Plugins.instance().register(PackedLauncher)
 
