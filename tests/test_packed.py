@@ -95,6 +95,20 @@ def test_packed_sweep_trains_the_same_runs_in_separate_processes_two_at_a_time(t
 
 
 @pytest.mark.slow
+def test_a_design_sweep_reaches_its_children_through_hydras_state(tmp_path, env):
+    """Ladder runs exist only in the launcher's ConfigStore; each child composes its run from the state it is handed."""
+    proc = cli("sweep", "sweep=ladder_local", "sweep.design.sizes=[5000]", "sweep.design.multiples=[0.25,0.5]",
+               "sweep.fit=false", "logger=none", "progress=false", *PACKED, f"results_dir={tmp_path}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads(layout.sweep_manifest(tmp_path).read_text())["runs"]
+    recs = load(tmp_path)
+    assert len(manifest) == 2 and set(recs) == {e["run_id"] for e in manifest}
+    assert all(r["status"] == "completed" for r in recs.values())
+    assert {r["tokens"] for r in recs.values()} == {e["tokens"] for e in manifest}
+    assert len({j["pid"] for j in journal(tmp_path)}) == 2
+
+
+@pytest.mark.slow
 def test_a_killed_run_leaves_the_others_completed_and_is_resumed_by_a_relaunch(tmp_path, env):
     args = ("sweep", "sweep=smoke", *LONG, "train.tokens=32768,8192,12288,16384", "sweep.fit=false", "logger=none",
             "progress=false", *PACKED, f"results_dir={tmp_path}")
