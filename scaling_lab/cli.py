@@ -44,6 +44,9 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def _hydra_main(task, args: list[str]) -> None:
+    from scaling_lab.sweep import packed
+
+    packed.register()  # hydra/launcher=packed
     sys.argv = ["scaling-lab", *args]
     hydra.main(config_path=str(CONF_DIR), config_name="main", version_base="1.3")(task)()
 

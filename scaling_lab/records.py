@@ -37,7 +37,8 @@ FIELDS: list[tuple[str, str, bool, str]] = [
     ("val_curve", "array", True, "[[tokens, val_loss], ...] at every evaluation, the last at the end of training"),
     ("hparams", "object", True, "every training hyperparameter as used (lr, batch, warmup, schedule, ...)"),
     ("hparams_source", "object", True, "for lr and batch size: 'config' or the published rule that set them"),
-    ("data", "object", True, "corpus fingerprint, source, tokenizer, vocab_size, unique train/val tokens, epochs"),
+    ("data", "object", True, "corpus fingerprint, source, tokenizer, vocab_size, unique train/val tokens, epochs, "
+                             "repeated (some training data seen more than once)"),
     ("seed", "integer", True, "global seed (model init and data order)"),
     ("wall_time_s", "number", True, "seconds from start of training to the record being written"),
     ("throughput", "object", False, "tokens_per_s and flops_per_s over the run"),

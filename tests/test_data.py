@@ -154,6 +154,74 @@ def test_exact_token_budget_steps_and_epochs(src):
         assert (x[:, 1:] == y[:, :-1]).all()
     assert TokenDataModule(corpus, 64, 5, tokens=10, seed=0, val_tokens=256).n_sequences == 1
     assert dm.record_meta["epochs"] == dm.epochs and dm.record_meta["fingerprint"] == corpus.meta["fingerprint"]
+    assert dm.record_meta["repeated"] is False and dm.repetition_warning is None
+
+
+def test_repetition_is_flagged_and_more_than_four_epochs_warned(src):
+    corpus = prepare_corpus(lib(src))
+    every_window = TokenDataModule(corpus, block_size=32, batch_size=4, tokens=1, seed=0, val_tokens=256)
+    once = 32 * every_window.n_windows
+    flags = {}
+    four = 32 * (4 * corpus.meta["train_tokens"] // 32)  # whole sequences, not past 4 epochs
+    for tokens in (once, once + 32, four, 5 * corpus.meta["train_tokens"]):
+        dm = TokenDataModule(corpus, block_size=32, batch_size=4, tokens=tokens, seed=0, val_tokens=256)
+        flags[tokens] = (dm.record_meta["repeated"], dm.repetition_warning)
+    assert flags[once] == (False, None)  # every window exactly once
+    assert flags[once + 32] == (True, None)  # one window twice
+    assert flags[four] == (True, None)
+    repeated, warning = flags[5 * corpus.meta["train_tokens"]]
+    assert repeated and "5.0 epochs over the corpus (> 4" in warning and "Muennighoff" in warning
+
+
+@pytest.fixture
+def site(tmp_path, src) -> Path:
+    """Installed packages beside the fixture stdlib: a package, a copy of a stdlib module, a stdlib-like name."""
+    root = tmp_path / "venv-site-packages"
+    (root / "numpyish").mkdir(parents=True)
+    for i in range(20):
+        (root / "numpyish" / f"part{i}.py").write_text(f"ARRAY_{i} = [{', '.join(map(str, range(i * 7)))}]\n")
+    (root / "vendored_mod1.py").write_text((src / "pkg1" / "mod1.py").read_text())
+    (root / "pkg0").mkdir()
+    (root / "pkg0" / "mod0.py").write_text("SHADOWS_A_STDLIB_PATH = 1\n")
+    return root
+
+
+def test_python_source_adds_installed_packages_with_stable_keys(src, site, tmp_path):
+    stdlib = prepare_corpus(lib(src))
+    python = prepare_corpus(data_cfg("python", stdlib_root=str(src), site_dirs=[str(site)], val_fraction=0.2))
+    meta = python.meta
+    assert meta["source"].startswith("python:") and str(site) in meta["source"]
+    assert meta["n_documents"] == stdlib.meta["n_documents"] + 21  # the vendored copy is a duplicate
+    assert meta["n_duplicates"] == stdlib.meta["n_duplicates"] + 1
+    assert Path(meta["cache_path"]).name.startswith("python-byte-")
+    # the stdlib files split exactly as in the stdlib source; a package file by site-packages/<its path>
+    assert set(decoded(stdlib.val)) <= set(decoded(python.val))
+    assert set(decoded(stdlib.train)) <= set(decoded(python.train))
+    for path in site.rglob("*.py"):
+        key = "site-packages/" + path.relative_to(site).as_posix()
+        text = path.read_text()
+        if text not in decoded(stdlib.train) + decoded(stdlib.val):
+            assert (text in decoded(python.val)) == in_validation(key, 0.2)
+    # another package directory, or the same one elsewhere, moves nobody between splits
+    elsewhere = tmp_path / "other-machine" / "dist-packages"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "extra.py").write_text("MORE = 1\n")
+    for path in site.rglob("*.py"):
+        (elsewhere / path.relative_to(site)).parent.mkdir(parents=True, exist_ok=True)
+        (elsewhere / path.relative_to(site)).write_text(path.read_text())
+    moved = prepare_corpus(data_cfg("python", stdlib_root=str(src), site_dirs=[str(elsewhere)], val_fraction=0.2))
+    assert set(decoded(python.val)) <= set(decoded(moved.val))
+    assert set(decoded(python.train)) <= set(decoded(moved.train))
+
+
+def test_python_source_reads_this_interpreters_package_directories():
+    from scaling_lab.data.corpus import site_packages
+
+    dirs = site_packages()
+    assert Path(np.__file__).resolve().parents[1] in {d.resolve() for d in dirs}
+    assert len({d.resolve() for d in dirs}) == len(dirs)
+    with pytest.raises(DataConfigError, match="data.site_dirs: '/no/such/dir' is not a directory"):
+        prepare_corpus(data_cfg("python", site_dirs=["/no/such/dir"]))
 
 
 def test_multi_epoch_budget_visits_every_window_once_per_epoch(src):
@@ -240,7 +308,7 @@ def test_hydra_overrides_select_the_hf_group(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (dict(source="foo"), "data.source='foo' is not one of stdlib, hf"),
+        (dict(source="foo"), "data.source='foo' is not one of stdlib, python, hf"),
         (dict(val_fraction=1.5), r"data.val_fraction must be in \(0, 1\)"),
         (dict(tokenizer="wordpiece"), "data.tokenizer='wordpiece' is not one of byte, bpe"),
         (dict(stdlib_root="/no/such/dir"), "data.stdlib_root='/no/such/dir' is not a directory"),

@@ -51,6 +51,17 @@ def write_csv(path, header, rows):
     return path
 
 
+def test_runs_that_repeated_their_data_are_named_in_the_notes(tmp_path):
+    recs = grid_records()
+    recs[0]["data"] = {**recs[0]["data"], "epochs": 6.5, "repeated": True}
+    recs[1]["data"] = {**recs[1]["data"], "epochs": 1.5}  # written before the flag existed
+    recs[2]["data"] = {**recs[2]["data"], "epochs": 0.9, "repeated": False}
+    notes = load_table(results_dir(tmp_path, recs), {}).notes
+    (note,) = [n for n in notes if "more than once" in n]
+    assert note.startswith("2 of 12 runs") and "6.50 epochs" in note
+    assert not [n for n in load_table(results_dir(tmp_path / "fresh", grid_records()), {}).notes if "once" in n]
+
+
 def test_results_dir_excludes_failed_and_unreadable_runs(tmp_path):
     recs = grid_records() + [record("bad", 1e7, 1e8, status="diverged")]
     results_dir(tmp_path, recs)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SOURCES = ("stdlib", "hf")
+SOURCES = ("stdlib", "python", "hf")
 TOKENIZERS = ("byte", "bpe")
 SAMPLE_BY = ("line", "paragraph", "document")
 # Hugging Face builders that read the user's own files, which must then exist.
@@ -17,7 +17,7 @@ LOCAL_BUILDERS = ("text", "json", "parquet", "csv")
 KEYS = {
     "source", "tokenizer", "bpe_vocab_size", "val_fraction", "val_tokens", "cache_dir", "max_docs",
     "max_chars", "stdlib_root", "path", "name", "data_files", "split", "text_field", "streaming",
-    "sample_by",
+    "sample_by", "site_dirs",
 }
 
 
@@ -39,6 +39,7 @@ class DataConfig:
     max_docs: int | None = None
     max_chars: int | None = None
     stdlib_root: Path | None = None
+    site_dirs: tuple[Path, ...] | None = None
     path: str | None = None
     name: str | None = None
     data_files: tuple[str, ...] | None = None
@@ -69,6 +70,8 @@ class DataConfig:
         )
         if source == "stdlib":
             return cls(**common, stdlib_root=_stdlib_root(raw.get("stdlib_root")))
+        if source == "python":
+            return cls(**common, stdlib_root=_stdlib_root(raw.get("stdlib_root")), site_dirs=_site_dirs(raw))
         return cls(**common, **_hf_fields(raw))
 
 
@@ -111,6 +114,17 @@ def _stdlib_root(value: Any) -> Path | None:
     if not root.is_dir():
         raise DataConfigError(f"data.stdlib_root={str(value)!r} is not a directory")
     return root
+
+
+def _site_dirs(raw: Mapping[str, Any]) -> tuple[Path, ...] | None:
+    value = raw.get("site_dirs")
+    if value is None:
+        return None
+    dirs = (value,) if isinstance(value, str) else tuple(value)
+    for folder in dirs:
+        if not Path(str(folder)).expanduser().is_dir():
+            raise DataConfigError(f"data.site_dirs: {str(folder)!r} is not a directory")
+    return tuple(Path(str(folder)).expanduser() for folder in dirs) or None
 
 
 def _choice(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:

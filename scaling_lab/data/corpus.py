@@ -1,15 +1,20 @@
 """Documents from a source, de-duplicated and split into train / validation by document.
 
 The split is a pure function of each document's key, so adding or removing other documents never
-moves a document between splits: the key is the relative path for the stdlib source and the content
-hash for Hugging Face records (which have no stable name).
+moves a document between splits: the key is the relative path for the stdlib source, `site-packages/` plus
+the path inside its site-packages (or dist-packages) directory for installed packages (source `python`: the
+same file of the same package gets the same split on every machine and Python version, whatever else is
+installed, and the stdlib files split exactly as in source `stdlib`), and the content hash for Hugging Face
+records (which have no stable name).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import platform
+import site
 import sysconfig
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +24,7 @@ from scaling_lab.data.config import DataConfig, DataConfigError
 
 # Third-party packages installed into the interpreter are not the standard library, and differ per machine.
 EXCLUDED_DIRS = {"site-packages", "dist-packages"}
+SITE_KEY = "site-packages"  # key prefix of installed packages' files, the same for dist-packages
 Document = tuple[str | None, str]  # (split key or None for "use the content hash", text)
 
 
@@ -32,9 +38,13 @@ class SplitCorpus:
 
 
 def load_documents(cfg: DataConfig) -> SplitCorpus:
-    if cfg.source == "stdlib":
+    if cfg.source in ("stdlib", "python"):
         root = cfg.stdlib_root or Path(sysconfig.get_paths()["stdlib"])
-        docs, source = stdlib_documents(root), f"stdlib:{root} (python {platform.python_version()})"
+        docs, source = python_files(root), f"stdlib:{root} (python {platform.python_version()})"
+        if cfg.source == "python":
+            sites = list(cfg.site_dirs or site_packages())
+            docs = itertools.chain(docs, *(python_files(d, key_prefix=f"{SITE_KEY}/") for d in sites))
+            source = f"python:{root} + {' + '.join(map(str, sites))} (python {platform.python_version()})"
     else:
         docs, source = hf_documents(cfg), _hf_description(cfg)
     if cfg.max_docs or cfg.max_chars:
@@ -42,15 +52,29 @@ def load_documents(cfg: DataConfig) -> SplitCorpus:
     return split_documents(capped(docs, cfg.max_docs, cfg.max_chars), cfg.val_fraction, source)
 
 
-def stdlib_documents(root: Path) -> Iterator[Document]:
-    """Every *.py file below root, in path order, keyed by its relative path."""
+def python_files(root: Path, key_prefix: str = "") -> Iterator[Document]:
+    """Every *.py file below root (not inside a site-packages / dist-packages below it), in path order, keyed by
+    key_prefix + its relative path."""
     paths = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if d not in EXCLUDED_DIRS]
         paths += [Path(folder, f) for f in files if f.endswith(".py")]
     for path in sorted(paths):
         # a few stdlib test files are deliberately not UTF-8; replacing keeps byte and BPE tokenizers in step
-        yield path.relative_to(root).as_posix(), path.read_bytes().decode("utf-8", errors="replace")
+        yield key_prefix + path.relative_to(root).as_posix(), path.read_bytes().decode("utf-8", errors="replace")
+
+
+def site_packages() -> list[Path]:
+    """The running interpreter's package directories (site-packages / dist-packages, the user's own if enabled),
+    each once however many names it has."""
+    found = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
+    unique: dict[Path, Path] = {}
+    for folder in map(Path, found):
+        if folder.is_dir():
+            unique.setdefault(folder.resolve(), folder)
+    return list(unique.values())
 
 
 def hf_documents(cfg: DataConfig) -> Iterator[Document]:

@@ -20,6 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 from scaling_lab.data.config import DataConfigError
 from scaling_lab.data.prepare import TokenCorpus
 
+# Muennighoff et al. 2023 (Scaling Data-Constrained Language Models, Sec. 5): up to ~4 epochs, repeated tokens
+# are worth almost as much as unique ones; beyond that their value decays quickly.
+MAX_EPOCHS = 4
+
 
 class WindowOrder:
     """Global sequence index -> train window index."""
@@ -102,6 +106,20 @@ class TokenDataModule(L.LightningDataModule):
         return self.tokens_trained / len(self.corpus.train)
 
     @property
+    def repeated(self) -> bool:
+        """Some training window is used more than once: the run sees part of its data again."""
+        return self.n_sequences > self.n_windows
+
+    @property
+    def repetition_warning(self) -> str | None:
+        if self.epochs <= MAX_EPOCHS:
+            return None
+        larger = "data=python (all installed Python source)" if self.corpus.meta["source"].startswith("stdlib:") \
+            else "a larger corpus"
+        return (f"{self.epochs:.1f} epochs over the corpus (> {MAX_EPOCHS}: repeated tokens lose value, "
+                f"Muennighoff et al. 2023); use {larger} or a smaller budget")
+
+    @property
     def steps(self) -> int:
         return math.ceil(self.n_sequences / self.batch_size)
 
@@ -112,7 +130,8 @@ class TokenDataModule(L.LightningDataModule):
     @property
     def record_meta(self) -> dict[str, Any]:
         """The run record's `data` field."""
-        return {**self.corpus.meta, "epochs": self.epochs, "val_tokens_used": self.val_tokens_used}
+        return {**self.corpus.meta, "epochs": self.epochs, "repeated": self.repeated,
+                "val_tokens_used": self.val_tokens_used}
 
     def train_dataloader(self) -> DataLoader:
         batches = WindowBatches(

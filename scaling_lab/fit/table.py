@@ -80,7 +80,7 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
     params_key = cfg.get("params_field", "params")
     convention = cfg.get("flops_convention")
     where = cfg.get("where") or {}
-    rows, conventions = [], set()
+    rows, conventions, repeated = [], set(), []
     for path in paths:
         try:
             record = read_record(path)
@@ -100,6 +100,8 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
             flops = record["flops"]
             conventions.add(record["flops_convention"])
         data = record.get("data") or {}
+        if data.get("repeated", (data.get("epochs") or 0) > 1):  # records before the flag: epochs alone
+            repeated.append(data.get("epochs") or 0.0)
         rows.append(_Row(run_id, record.get(params_key), record["tokens"], flops, record["final_val_loss"],
                          _canonical(record.get("hparams")), _canonical(data.get("fingerprint")),
                          _canonical(data.get("tokenizer"))))
@@ -112,6 +114,10 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
         notes.append(f"compute C counted under the {conventions.pop()} convention (scaling_lab.accounting)")
     if params_key != "params":
         notes.append(f"model size N is the records' {params_key!r}")
+    if repeated:
+        notes.append(f"{len(repeated)} of {len(rows)} runs saw some of their training data more than once (up to "
+                     f"{max(repeated):.2f} epochs; the records' data.repeated and data.epochs): the fit counts "
+                     "repeated tokens like fresh ones")
     return rows
 
 

@@ -26,9 +26,6 @@ from scaling_lab.sweep import branch
 from scaling_lab.sweep.designs import Design, optimal_params
 from scaling_lab.train import hparams
 
-# Muennighoff et al. 2023 (Scaling Data-Constrained Language Models, Sec. 5): up to ~4 epochs, repeated tokens
-# are worth almost as much as unique ones; beyond that their value decays quickly.
-MAX_EPOCHS = 4
 ISOFLOP_TOLERANCE = 0.01  # a budget's runs must spend the same compute to within 1%
 PROBE_TOKENS = 8192  # cap on the tokens of one probe step, so that probing a large model stays short
 WARMUP_STEPS = 5  # allocator, kernel selection and AdamW state settle over the first steps
@@ -46,6 +43,7 @@ class Row:
     flops: float  # under the plan's convention
     record_flops: float  # under accounting.DEFAULT_CONVENTION, the record's `flops`
     eval_tokens: int  # validation tokens over all evaluation passes
+    repetition: str | None  # the data module's warning when the run repeats its data more than MAX_EPOCHS
     budget: float | None
 
     @property
@@ -81,16 +79,15 @@ def rows(entries: list[dict], corpus: TokenCorpus, train: Mapping[str, Any], val
         out.append(Row(e["run_id"], shape, dm.tokens_trained, batch, wanted, dm.steps, dm.epochs,
                        accounting.train_flops(shape, dm.tokens_trained, convention),
                        accounting.train_flops(shape, dm.tokens_trained),
-                       (train["eval_points"] + 1) * dm.val_tokens_used, e.get("budget")))
+                       (train["eval_points"] + 1) * dm.val_tokens_used, dm.repetition_warning, e.get("budget")))
     return out
 
 
 def warnings(table: list[Row], design: Design | None) -> list[str]:
     notes = []
     for r in table:
-        if r.epochs > MAX_EPOCHS:
-            notes.append(f"{r.run_id}: {r.epochs:.1f} epochs over the corpus (> {MAX_EPOCHS}: repeated tokens lose "
-                         "value, Muennighoff et al. 2023); use a larger corpus or smaller budgets")
+        if r.repetition:
+            notes.append(f"{r.run_id}: {r.repetition}")
         if r.tokens < r.wanted_batch * r.shape.block_size:
             notes.append(f"{r.run_id}: {r.tokens} tokens are less than one optimizer step of "
                          f"{r.wanted_batch:.0f} sequences; the run is one partial step")

@@ -113,7 +113,8 @@ def _check(model: dict, train: dict, trainer: dict) -> None:
         raise ConfigError(f"train.tokens={tokens} is less than one optimizer step (train.batch_size x "
                           f"model.block_size = {step_tokens} tokens)")
     for key, value, low in (("train.checkpoint_every", train["checkpoint_every"], 0),
-                            ("trainer.devices", trainer["devices"], 1)):
+                            ("trainer.devices", trainer["devices"], 1),
+                            ("trainer.runs_per_device", trainer.get("runs_per_device", 1), 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
 

@@ -63,6 +63,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
     L.seed_everything(spec.seed, workers=True, verbose=False)
     dm = TokenDataModule(corpus, block_size=shape.block_size, batch_size=batch_size, tokens=int(t["tokens"]),
                          seed=spec.seed, val_tokens=spec.data["val_tokens"])
+    if track and dm.repetition_warning:
+        log.warning("run %s: %s", spec.run_id, dm.repetition_warning)
     step_tokens = batch_size * shape.block_size
     hp = {**t, "lr": lr, "batch_size": batch_size, "warmup_steps": warmup_steps_of(t, dm.steps, step_tokens),
           "total_steps": dm.steps}

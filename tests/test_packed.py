@@ -1,0 +1,187 @@
+"""hydra/launcher=packed through the real CLI: the same runs as the basic launcher, in separate processes, never
+more at once than runs_per_device allows; a killed run or a signal to the launcher loses nothing finished."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from scaling_lab import layout, records
+from scaling_lab.cli import main
+from scaling_lab.sweep import claim
+from scaling_lab.sweep.packed import JOURNAL, PackedLauncher
+
+# 4 smoke runs (2 sizes x 2 budgets), a few seconds each on a CPU
+SMOKE = ["sweep=smoke", "model.name=tiny-1,tiny-2", "sweep.fit=false", "logger=none", "progress=false"]
+PACKED = ["hydra/launcher=packed", "trainer.runs_per_device=2"]
+# 128 optimizer steps of 2 sequences: long enough to be interrupted
+LONG = ["model.name=tiny-1", "train.batch_size=2", "data.val_tokens=2048", "data.max_docs=300", "train.eval_points=2",
+        "train.checkpoint_every=16"]
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def start(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "scaling_lab.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("packed-token-cache")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "CUDA_"))},
+            "SCALING_LAB_CACHE": str(cache)}
+
+
+def load(results) -> dict[str, dict]:
+    return {r["run_id"]: r for r in map(records.read_record, layout.record_paths(results))}
+
+
+def journal(results) -> list[dict]:
+    (path,) = (results / ".hydra").glob(f"*/{JOURNAL}")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, change in events:  # at equal times an end sorts before a start
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def claim_pid(results, run_id: str) -> int:
+    return json.loads(layout.claim_path(results, run_id).read_text())["pid"]
+
+
+def epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.mark.slow
+def test_packed_sweep_trains_the_same_runs_in_separate_processes_two_at_a_time(tmp_path, env):
+    basic, packed = tmp_path / "basic", tmp_path / "packed"
+    assert cli("sweep", *SMOKE, f"results_dir={basic}", env=env).returncode == 0
+    proc = start("sweep", *SMOKE, *PACKED, f"results_dir={packed}", env=env)
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out[-3000:]
+    want, got = load(basic), load(packed)
+    assert len(got) == 4 and set(got) == set(want)
+    for run_id, record in got.items():
+        assert record["status"] == "completed"
+        assert record["final_val_loss"] == want[run_id]["final_val_loss"]
+        assert record["val_curve"] == want[run_id]["val_curve"]
+
+    jobs = journal(packed)
+    assert len(jobs) == 4 and all(j["exit_code"] == 0 and j["gpus"] is None for j in jobs)
+    pids = {j["pid"]: j for j in jobs}
+    assert len(pids) == 4 and proc.pid not in pids  # a fresh process per run, none of them the launcher
+    assert most_at_once([(j["started"], j["ended"]) for j in jobs]) == 2
+    for run_id, record in got.items():  # each run trained inside the process the journal names, by its claim
+        job = pids[claim_pid(packed, run_id)]
+        assert int(job["started"]) <= epoch(record["started_at"]) <= epoch(record["finished_at"]) <= job["ended"] + 1
+
+
+@pytest.mark.slow
+def test_a_design_sweep_reaches_its_children_through_hydras_state(tmp_path, env):
+    """Ladder runs exist only in the launcher's ConfigStore; each child composes its run from the state it is handed."""
+    proc = cli("sweep", "sweep=ladder_local", "sweep.design.sizes=[5000]", "sweep.design.multiples=[0.25,0.5]",
+               "sweep.fit=false", "logger=none", "progress=false", *PACKED, f"results_dir={tmp_path}", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads(layout.sweep_manifest(tmp_path).read_text())["runs"]
+    recs = load(tmp_path)
+    assert len(manifest) == 2 and set(recs) == {e["run_id"] for e in manifest}
+    assert all(r["status"] == "completed" for r in recs.values())
+    assert {r["tokens"] for r in recs.values()} == {e["tokens"] for e in manifest}
+    assert len({j["pid"] for j in journal(tmp_path)}) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_the_others_completed_and_is_resumed_by_a_relaunch(tmp_path, env):
+    args = ("sweep", "sweep=smoke", *LONG, "train.tokens=32768,8192,12288,16384", "sweep.fit=false", "logger=none",
+            "progress=false", *PACKED, f"results_dir={tmp_path}")
+    proc = start(*args, env=env)
+    victim = _first_live_claim(tmp_path, proc, prefix="tiny-1_32.8k")  # the longest run: still training
+    os.kill(victim["pid"], signal.SIGKILL)
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode != 0 and "RunProcessFailed" in out and "SIGKILL" in out, out[-3000:]
+    recs = load(tmp_path)
+    done = [r for r in recs.values() if r["status"] == "completed"]
+    assert len(done) == 3 and victim["run"] not in {r["run_id"] for r in done}
+    assert {j["exit_code"] for j in journal(tmp_path) if j["pid"] == victim["pid"]} == {-signal.SIGKILL}
+
+    again = cli(*args, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(r["status"] == "completed" for r in load(tmp_path).values()) and len(load(tmp_path)) == 4
+    assert (again.stdout + again.stderr).count("already completed") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_launcher_reaches_every_running_run(tmp_path, env, signum):
+    proc = start("sweep", "sweep=smoke", *LONG, "train.tokens=32768", "seed=0,1,2", "sweep.fit=false", "logger=none",
+                 "progress=false", *PACKED, f"results_dir={tmp_path}", env=env)
+    _first_live_claim(tmp_path, proc, count=2)
+    proc.send_signal(signum)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0, out[-3000:]
+    claims = list(layout.runs_dir(tmp_path).glob("*/claim.lock"))
+    assert len(claims) == 2, "a third run was started after the signal"
+    assert all(claim.live_holder(path) is None for path in claims), "a run outlived the launcher"
+    assert all(r["status"] != "completed" for r in load(tmp_path).values()), "a run ignored the signal"
+    assert f"{signal.Signals(signum).name}: passed on to 2 running runs" in out
+
+
+def _first_live_claim(results, proc, count: int = 1, prefix: str = "", timeout: float = 600) -> dict:
+    """Wait until `count` runs (ids starting with prefix) are claimed by live processes; one's pid and run id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline
+        paths = layout.runs_dir(results).glob(f"{prefix}*/claim.lock")
+        live = [(path.parent.name, claim.live_holder(path)) for path in paths]
+        live = [(run, holder) for run, holder in live if holder and holder.get("pid")]
+        if len(live) >= count:
+            return {"run": live[0][0], "pid": live[0][1]["pid"]}
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("visible, accelerator, devices, slots", [
+    ("3,5", "auto", 1, ["3", "5", "3", "5"]),
+    ("0,1,2,3", "auto", 2, ["0,1", "2,3", "0,1", "2,3"]),
+    ("0,1,2", "auto", 2, ["0,1", "0,1"]),
+    ("0,1", "cpu", 1, [None, None]),
+    ("", "auto", 1, [None, None]),
+])
+def test_each_run_slot_is_pinned_to_its_gpus(monkeypatch, visible, accelerator, devices, slots):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    launcher = PackedLauncher(runs_per_device=2, devices_per_run=devices)
+    launcher.config = OmegaConf.create({"accelerator": accelerator})
+    assert launcher.slots() == slots
+
+
+def test_more_gpus_per_run_than_visible_is_refused(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    launcher = PackedLauncher(runs_per_device=1, devices_per_run=2)
+    launcher.config = OmegaConf.create({"accelerator": "auto"})
+    with pytest.raises(ValueError, match="trainer.devices=2"):
+        launcher.slots()
+
+
+def test_bad_runs_per_device_is_one_line_before_any_training(tmp_path, capsys):
+    assert main(["sweep", "sweep=smoke", "trainer.runs_per_device=0", f"results_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trainer.runs_per_device must be an integer >= 1" in err
+    assert not list(layout.record_paths(tmp_path))
