@@ -54,8 +54,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
                          seed=spec.seed, val_tokens=spec.data["val_tokens"])
     hp = {**t, "lr": lr, "batch_size": batch_size, "warmup_steps": warmup_steps_for(dm.steps, t["warmup_frac"]),
           "total_steps": dm.steps}
-    module = GPTModule(shape, hp, total_steps=dm.steps,
-                       flops_per_token=accounting.train_flops_per_token(shape))
+    module = GPTModule(shape, hp, total_steps=dm.steps, flops_per_token=accounting.train_flops_per_token(shape),
+                       runs_per_device=spec.trainer.get("runs_per_device", 1))
 
     accelerator = _accelerator(spec.accelerator)
     precision = t["precision"]
@@ -74,10 +74,10 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
         callbacks=[checkpoint.AtomicCheckpoint(layout.checkpoint_path(spec.results_dir, spec.run_id),
                                                t["checkpoint_every"])],
         val_check_interval=max(1, dm.steps // t["eval_points"]), num_sanity_val_steps=0,
-        gradient_clip_val=t["grad_clip"], deterministic=True if accelerator == "cpu" else "warn",
+        deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
     )
-    train_batches = checkpoint.ResumableBatches(dm.train_dataloader().dataset)
+    train_batches = checkpoint.ResumableBatches(dm.train_dataloader().dataset, pin=accelerator == "gpu")
     start = time.perf_counter()
     try:
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=dm.val_dataloader(),
@@ -96,7 +96,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool) -> dict:
         "final_val_loss": module.val_curve[-1][1],
         "final_train_loss": module.last_train_loss,
         "val_curve": [list(p) for p in module.val_curve],
-        "hparams": {**hp, "precision": precision, "accelerator": accelerator},
+        "hparams": {**hp, "precision": precision, "accelerator": accelerator,
+                    "micro_batch_size": module.micro_batch_size},
         "hparams_source": hp_source,
         "data": dm.record_meta,
         "throughput": {"tokens_per_s": tokens_this_process / train_seconds,
