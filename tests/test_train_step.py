@@ -101,3 +101,13 @@ def test_speed_knobs_leave_the_run_id_alone():
             [], ["train.compile=true", "train.compile_mode=reduce-overhead", "train.micro_batch_size=3",
                  "train.loss_chunk_rows=null"])}
     assert len(ids) == 1
+
+
+@pytest.mark.slow
+def test_compiled_fused_loss_steps_match_eager_and_keep_the_checkpoint_keys():
+    eager = train_steps(2, loss_chunk_rows=10)
+    compiled = train_steps(2, loss_chunk_rows=10, compile=True)
+    assert compiled._loss != compiled.model.loss and eager._loss == eager.model.loss  # train.compile=true on CPU
+    for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=name)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints load either way
