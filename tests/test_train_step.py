@@ -63,10 +63,14 @@ def test_fused_loss_trains_like_the_plain_loss():
 def test_auto_micro_batch_is_the_largest_that_fits_the_runs_share_of_memory():
     gib = 2**30
     # 1 GiB of weights and gradients, 0.5 GiB per sequence; 6 GiB share, 1 GiB of AdamW moments to come
-    assert micro_batch.largest_fitting(1.5 * gib, 2.0 * gib, budget=6 * gib, extra=1 * gib) == 8
+    assert micro_batch.largest_fitting({1: 1.5 * gib, 2: 2.0 * gib}, budget=6 * gib, extra=1 * gib) == 8
+    assert micro_batch.largest_fitting({4: 3 * gib, 8: 5 * gib}, budget=6 * gib, extra=1 * gib) == 8
     assert micro_batch.balanced(8, 64) == 8 and micro_batch.balanced(8, 12) == 6 and micro_batch.balanced(100, 12) == 12
     with pytest.raises(ConfigError, match="train.micro_batch_size=auto"):
-        micro_batch.largest_fitting(1.5 * gib, 2.0 * gib, budget=2 * gib, extra=1 * gib)
+        micro_batch.largest_fitting({1: 1.5 * gib, 2: 2.0 * gib}, budget=2 * gib, extra=1 * gib)
+    # probes fill the fused loss's chunk (4096 tokens = 4 sequences of 1024), where its memory stops growing
+    assert micro_batch.probe_sizes(64, 1024, 4096) == (4, 8) and micro_batch.probe_sizes(64, 1024, None) == (1, 2)
+    assert micro_batch.probe_sizes(4, 1024, 4096) == (2, 4)
     assert micro_batch.resolve(None, 12) == 12 and micro_batch.resolve(32, 12) == 12 and micro_batch.resolve(4, 12) == 4
     assert micro_batch.resolve("auto", 12) is None
 

@@ -47,7 +47,8 @@ class GPTModule(L.LightningModule):
         self.micro_batch_size = micro_batch.resolve(hp["micro_batch_size"], rows)
         if self.micro_batch_size is None:
             self.micro_batch_size = rows if device.type != "cuda" else micro_batch.measure_cuda(
-                self._probe_step, device, self.runs_per_device, self._adamw_state_bytes(), rows)
+                self._probe_step, device, self.runs_per_device, self._adamw_state_bytes(), rows,
+                micro_batch.probe_sizes(rows, self.shape.block_size, hp["loss_chunk_rows"]))
         if compile_enabled(hp["compile"], device):
             self._loss = torch.compile(self.model.loss, mode=hp["compile_mode"], dynamic=False)
 
