@@ -3,9 +3,11 @@
 Trains sizes x budgets twice: sweep.branch=true with train.schedule=wsd (one trunk per size, the shorter budgets cooled
 down from its snapshots; Hägele et al. 2024), and one independent cosine run per (size, budget). Prints each pair's
 final validation losses, their relative difference, and the tokens each way from the records (the branched runs'
-`branch.tokens_trained`). Same peak LR, batch and warmup both ways; the schedules differ only after warmup.
+`branch.tokens_trained`). Same batch and warmup both ways; the schedules differ only after warmup. With several peak
+LRs (--lrs), each schedule is compared at its own best LR per (size, budget), as Hägele et al. 2024 (Sec. 3, Fig. 3)
+compare them: a schedule's quality is its loss at its tuned LR, not at one shared LR.
 
-    python scripts/wsd_vs_cosine.py --sizes tiny-1,tiny-3 --tokens 125000,250000,500000,1000000
+    python scripts/wsd_vs_cosine.py --sizes tiny-1,tiny-3 --tokens 125000,250000,500000,1000000 --lrs 3e-3,1e-2
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from scaling_lab import layout, records
 from scaling_lab.cli import main
 
 
-def sweep(results: Path, sizes: str, tokens: str, extra: list[str]) -> dict[tuple[str, int], dict]:
-    code = main(["sweep", "sweep=wsd_local", f"model.name={sizes}", f"train.tokens={tokens}", f"results_dir={results}",
-                 "sweep.fit=false", "logger=none", "progress=false", *extra])
+def sweep(results: Path, sizes: str, tokens: str, lrs: str, extra: list[str]) -> dict[tuple[str, int], dict]:
+    """The best run (lowest final val loss over the peak LRs) per (size, budget)."""
+    code = main(["sweep", "sweep=wsd_local", f"model.name={sizes}", f"train.tokens={tokens}", f"train.lr={lrs}",
+                 f"results_dir={results}", "sweep.fit=false", "logger=none", "progress=false", *extra])
     if code:
         sys.exit(f"sweep into {results} failed with exit code {code}")
     out = {}
     for path in layout.record_paths(results):
         rec = records.read_record(path)
-        out[(rec["model"]["name"], rec["tokens_requested"])] = rec
+        key = (rec["model"]["name"], rec["tokens_requested"])
+        if rec["status"] == "completed" and (key not in out or rec["final_val_loss"] < out[key]["final_val_loss"]):
+            out[key] = rec
     return out
 
 
@@ -38,21 +43,25 @@ def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny-1,tiny-3", help="model.name values (comma-separated)")
     parser.add_argument("--tokens", default="125000,250000,500000,1000000", help="train.tokens budgets")
+    parser.add_argument("--lrs", default="3e-3", help="peak LRs tried by both schedules (comma-separated)")
     parser.add_argument("--results", default="results/wsd_vs_cosine", help="parent of the two results dirs")
     parser.add_argument("--wsd", nargs="*", default=[], help="extra overrides of the branched WSD sweep")
     parser.add_argument("--cosine", nargs="*", default=[], help="extra overrides of the cosine sweep")
     args = parser.parse_args(argv)
     root = Path(args.results)
-    wsd = sweep(root / "wsd", args.sizes, args.tokens, ["train.schedule=wsd", "sweep.branch=true", *args.wsd])
-    cosine = sweep(root / "cosine", args.sizes, args.tokens,
+    wsd = sweep(root / "wsd", args.sizes, args.tokens, args.lrs, ["train.schedule=wsd", "sweep.branch=true", *args.wsd])
+    cosine = sweep(root / "cosine", args.sizes, args.tokens, args.lrs,
                    ["train.schedule=cosine", "sweep.branch=false", *args.cosine])
-    print(f"{'size':<8} {'tokens':>10} {'wsd (branched)':>15} {'cosine':>10} {'rel. diff':>10} {'branch':>7}")
+    print(f"{'size':<8} {'tokens':>10} {'wsd (branched)':>15} {'lr':>7} {'cosine':>10} {'lr':>7} {'rel. diff':>10} "
+          f"{'branch':>7}")
     worst = 0.0
     for key in sorted(wsd, key=lambda k: (k[0], k[1])):
         w, c = wsd[key]["final_val_loss"], cosine[key]["final_val_loss"]
         rel = (w - c) / c
         worst = max(worst, abs(rel))
-        print(f"{key[0]:<8} {key[1]:>10,} {w:>15.4f} {c:>10.4f} {rel:>+10.2%} {'yes' if wsd[key].get('branch') else 'trunk':>7}")
+        lr_w, lr_c = wsd[key]["hparams"]["lr"], cosine[key]["hparams"]["lr"]
+        print(f"{key[0]:<8} {key[1]:>10,} {w:>15.4f} {lr_w:>7.0e} {c:>10.4f} {lr_c:>7.0e} {rel:>+10.2%} "
+              f"{'yes' if wsd[key].get('branch') else 'trunk':>7}")
     branched, independent = sum(trained(r) for r in wsd.values()), sum(r["tokens"] for r in cosine.values())
     print(f"largest |relative difference|: {worst:.2%} (target <= 0.5%)")
     print(f"tokens trained: branched WSD {branched:,} vs independent {independent:,} = {branched / independent:.3f}x "

@@ -14,6 +14,7 @@ from torch import nn
 
 from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
+from scaling_lab.model.fused_loss import linear_cross_entropy
 
 
 class CausalSelfAttention(nn.Module):
@@ -81,17 +82,25 @@ class GPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (B, T, vocab_size)."""
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final-LayerNorm hidden states of shape (B, T, d_model): what the output layer reads."""
         T = idx.shape[1]
         pos = torch.arange(T, device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (B, T, vocab_size)."""
+        logits = self.lm_head(self.hidden(idx))
         return logits if self.output_mult == 1.0 else logits * self.output_mult
 
-    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy in nats."""
-        logits = self(idx)
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy in nats; with chunk_rows, fused with the output layer over row chunks
+        (scaling_lab/model/fused_loss.py) so that the full logits never exist."""
+        if chunk_rows is None:
+            logits = self(idx)
+            return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        return linear_cross_entropy(self.hidden(idx).flatten(0, 1), self.lm_head.weight, targets.flatten(),
+                                    self.output_mult, chunk_rows)

@@ -27,8 +27,8 @@ class ResumableBatches:
     index), so skipping the first b batches on resume gives exactly the stream an uninterrupted run sees.
     """
 
-    def __init__(self, batches: Dataset):
-        self.batches = batches
+    def __init__(self, batches: Dataset, pin: bool = False):
+        self.batches, self.pin = batches, pin  # pin: page-locked, so the copy to the GPU runs asynchronously
         self.next_batch = self.first_batch = 0  # first_batch: where this process started (throughput)
 
     def __len__(self) -> int:
@@ -38,7 +38,7 @@ class ResumableBatches:
         while self.next_batch < len(self.batches):
             batch = self.batches[self.next_batch]
             self.next_batch += 1
-            yield batch
+            yield tuple(t.pin_memory() for t in batch) if self.pin else batch
 
     def state_dict(self) -> dict:
         return {"next_batch": self.next_batch}

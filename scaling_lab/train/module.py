@@ -1,24 +1,37 @@
-"""The LightningModule: next-token loss, AdamW, per-step LR schedule, token/FLOP counters, validation curve."""
+"""The LightningModule: next-token loss, AdamW, per-step LR schedule, token/FLOP counters, validation curve.
+
+Manual optimization: one training_step is one optimizer step over train.batch_size sequences, accumulated over
+micro-batches (scaling_lab/train/micro_batch.py), clipped, then AdamW (fused on CUDA) and the LR scheduler. Nothing
+in a step waits for the device: the loss is read back only every train.log_every steps.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 
 from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
+from scaling_lab.train import micro_batch
 from scaling_lab.train.run import Diverged
 from scaling_lab.train.schedule import multiplier
 
 
 class GPTModule(L.LightningModule):
-    def __init__(self, shape: ModelConfig, hp: dict, total_steps: int, flops_per_token: float):
+    def __init__(self, shape: ModelConfig, hp: dict, total_steps: int, flops_per_token: float,
+                 runs_per_device: int = 1):
         super().__init__()
         self.shape, self.hp, self.total_steps = shape, hp, total_steps
+        self.runs_per_device = runs_per_device  # runs sharing this GPU: the micro-batch fits into a 1/k share
         self.flops_per_token = flops_per_token
         self.model = GPT(shape)
+        self.automatic_optimization = False
+        self.micro_batch_size: int | None = None  # set in on_fit_start, where the device is known
+        self._loss = self.model.loss  # compiled in place of the bound method: state_dict keys stay the model's
         self.tokens_seen = 0
         self.val_curve: list[tuple[int, float]] = []
         self.last_train_loss = math.nan
@@ -26,13 +39,70 @@ class GPTModule(L.LightningModule):
         self.explode_at = hp["divergence_factor"] * math.log(shape.vocab_size)
         self._val_sum = self._val_count = None
 
+    def on_fit_start(self):
+        hp, device = self.hp, self.device
+        rows = math.ceil(hp["batch_size"] / self.trainer.world_size)  # this rank's share of a batch
+        self.micro_batch_size = micro_batch.resolve(hp["micro_batch_size"], rows)
+        if self.micro_batch_size is None:
+            self.micro_batch_size = rows if device.type != "cuda" else micro_batch.measure_cuda(
+                self._probe_step, device, self.runs_per_device, self._adamw_state_bytes(), rows,
+                micro_batch.probe_sizes(rows, self.shape.block_size, hp["loss_chunk_rows"]))
+        if compile_enabled(hp["compile"], device):
+            self._loss = torch.compile(self.model.loss, mode=hp["compile_mode"], dynamic=False)
+
+    def _probe_step(self, sequences: int) -> None:
+        x = torch.zeros(sequences, self.shape.block_size, dtype=torch.long, device=self.device)
+        with self.trainer.precision_plugin.train_step_context():
+            loss = self.model.loss(x, x, chunk_rows=self.hp["loss_chunk_rows"])
+        loss.backward()
+        self.model.zero_grad(set_to_none=True)
+
+    def _adamw_state_bytes(self) -> float:
+        return 2.0 * sum(p.numel() * 4 for p in self.model.parameters())  # two fp32 moments, allocated lazily
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self._rank_share(x, y)
-        self.tokens_seen += x.numel()  # every rank gets the whole batch (see _rank_share): counted once
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        loss = self._accumulate(x, y)
+        self.tokens_seen += x.numel()  # every rank gets the whole batch (see _accumulate): counted once
         if batch_idx % self.hp["log_every"] == 0 or batch_idx == self.total_steps - 1:
-            self._check_and_log(loss.detach())
-        return loss
+            self._check_and_log(loss)  # before the step: the logged lr is the one this step uses
+        optimizer.step()  # through Lightning's optimizer: precision plugin, global_step, on_before_optimizer_step
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+    def _accumulate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Backward over this rank's micro-batches; returns this rank's share of the batch's mean loss.
+
+        Each micro-batch's mean loss is weighted by its tokens over the batch's, and under DDP by the world size, so
+        that DDP's average over ranks of the summed gradients is the full batch's: K ranks and any micro-batch size
+        take the same optimizer steps on the same batches as one device with one micro-batch (same math, same id).
+        """
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        weight = world / y.numel()
+        x, y = x[rank::world], y[rank::world]
+        if not len(y):  # fewer sequences than ranks: a zero share still joins the gradient all-reduce
+            x, y, weight = x.new_zeros(1, x.shape[1]), y.new_zeros(1, y.shape[1]), 0.0
+        parts = list(zip(x.split(self.micro_batch_size), y.split(self.micro_batch_size)))
+        total = torch.zeros((), device=self.device)
+        for i, (xm, ym) in enumerate(parts):
+            with self._no_sync_unless(i == len(parts) - 1):
+                share = self._loss(xm, ym, chunk_rows=self.hp["loss_chunk_rows"]) * (ym.numel() * weight)
+                self.manual_backward(share)
+            total += share.detach()
+        return total
+
+    def _no_sync_unless(self, last: bool):
+        """DDP all-reduces gradients after the last micro-batch only (Lightning's own accumulation does the same)."""
+        strategy = self.trainer.strategy
+        if last or not isinstance(strategy, ParallelStrategy):
+            return contextlib.nullcontext()
+        return strategy.block_backward_sync()
+
+    def on_before_optimizer_step(self, optimizer):
+        # here, after the precision plugin unscaled fp16 gradients: clipping sees the true norm under any precision
+        if self.hp["grad_clip"]:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hp["grad_clip"], gradient_clip_algorithm="norm")
 
     def _check_and_log(self, loss: torch.Tensor) -> None:
         # one host sync (and, under DDP, one all-reduce) per logging interval, not per step
@@ -50,21 +120,11 @@ class GPTModule(L.LightningModule):
         self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         self._val_count = 0
 
-    def _rank_share(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """This rank's part of the batch's mean loss, weighted so that DDP's average over ranks is the full-batch mean:
-        K ranks take the same optimizer steps on the same batches as one device (same math, same run id)."""
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        if world == 1:
-            return self.model.loss(x, y)
-        if rank >= len(x):  # fewer sequences than ranks: a zero share still joins the gradient all-reduce
-            return self.model.loss(x[:1], y[:1]) * 0.0
-        return self.model.loss(x[rank::world], y[rank::world]) * (y[rank::world].numel() * world / y.numel())
-
     def validation_step(self, batch, batch_idx):
         x, y = batch
         x, y = x[self.global_rank::self.trainer.world_size], y[self.global_rank::self.trainer.world_size]
         if y.numel():
-            self._val_sum += self.model.loss(x, y).double() * y.numel()
+            self._val_sum += self._loss(x, y, chunk_rows=self.hp["loss_chunk_rows"]).double() * y.numel()
             self._val_count += y.numel()
 
     def on_validation_epoch_end(self):
@@ -100,3 +160,8 @@ class GPTModule(L.LightningModule):
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier(hp))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def compile_enabled(setting: bool | str, device: torch.device) -> bool:
+    """train.compile: auto = on CUDA only (on CPU, compilation costs more than tiny models win)."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)

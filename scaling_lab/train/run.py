@@ -24,7 +24,10 @@ from scaling_lab.train.schedule import SCHEDULES
 log = logging.getLogger(__name__)
 
 # train.* keys that change how a run is watched, not what it learns: left out of the run id
-_UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every", "checkpoint_every", "keep_checkpoint")
+_UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every", "checkpoint_every", "keep_checkpoint",
+                          # speed knobs: the same optimizer steps, computed differently
+                          "compile", "compile_mode", "micro_batch_size", "loss_chunk_rows")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # train.* keys that leave the math unchanged at these values: left out of the id, so runs keep their earlier ids
 _ID_DEFAULTS = {"schedule": "cosine", "warmup_tokens": None}
 # keys that only one schedule reads
@@ -112,11 +115,25 @@ def _check(model: dict, train: dict, trainer: dict) -> None:
     if tokens < step_tokens:
         raise ConfigError(f"train.tokens={tokens} is less than one optimizer step (train.batch_size x "
                           f"model.block_size = {step_tokens} tokens)")
+    _check_speed_knobs(train)
     for key, value, low in (("train.checkpoint_every", train["checkpoint_every"], 0),
                             ("trainer.devices", trainer["devices"], 1),
                             ("trainer.runs_per_device", trainer.get("runs_per_device", 1), 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+
+
+def _check_speed_knobs(train: dict) -> None:
+    if train["compile"] not in ("auto", True, False):
+        raise ConfigError(f"train.compile must be auto, true or false, got {train['compile']!r}")
+    if train["compile_mode"] not in COMPILE_MODES:
+        raise ConfigError(f"train.compile_mode={train['compile_mode']!r} is not one of {COMPILE_MODES}")
+    for key, allowed in (("micro_batch_size", "auto, null"), ("loss_chunk_rows", "null")):
+        value = train[key]
+        if value is None or value == "auto" and key == "micro_batch_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"train.{key} must be a positive integer or {allowed}, got {value!r}")
 
 
 def _label(model: dict, tokens: float) -> str:

@@ -74,8 +74,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
             raise ConfigError(f"train.warmup_tokens / warmup_frac: {hp['warmup_steps']} warmup steps run into the "
                               f"cooldown of train.tokens={t['tokens']} (it starts at step "
                               f"{dm.steps - hp['cooldown_steps']})")
-    module = GPTModule(shape, hp, total_steps=dm.steps,
-                       flops_per_token=accounting.train_flops_per_token(shape))
+    module = GPTModule(shape, hp, total_steps=dm.steps, flops_per_token=accounting.train_flops_per_token(shape),
+                       runs_per_device=spec.trainer.get("runs_per_device", 1))
 
     eval_every = branching.eval_every(dm.steps, t["eval_points"])
     origin = branching.BranchOrigin(trunk_id)
@@ -89,7 +89,7 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
     devices = spec.trainer["devices"]
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, precision=precision, max_steps=dm.steps, max_epochs=1,
-        # ranks split each batch themselves (GPTModule._rank_share): no DistributedSampler
+        # ranks split each batch themselves (GPTModule._accumulate): no DistributedSampler
         strategy=DDPStrategy(cluster_environment=LightningEnvironment()) if devices > 1 else "auto",
         plugins=None if devices > 1 else [LightningEnvironment()], use_distributed_sampler=False,
         logger=logger or False, log_every_n_steps=t["log_every"], enable_checkpointing=False,
@@ -98,10 +98,10 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
                    branching.TrunkSnapshots([branching.snapshot(spec.run_id, b, corpus, batch_size) for b in branches],
                                             dm.val_dataloader())],
         val_check_interval=eval_every, num_sanity_val_steps=0,
-        gradient_clip_val=t["grad_clip"], deterministic=True if accelerator == "cpu" else "warn",
+        deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
     )
-    train_batches = checkpoint.ResumableBatches(dm.train_dataloader().dataset)
+    train_batches = checkpoint.ResumableBatches(dm.train_dataloader().dataset, pin=accelerator == "gpu")
     start = time.perf_counter()
     try:
         trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=dm.val_dataloader(),
@@ -121,7 +121,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
         "final_train_loss": module.last_train_loss,
         "val_curve": [list(p) for p in branching.own_curve(module.val_curve, eval_every * step_tokens,
                                                            module.tokens_seen)],
-        "hparams": {**hp, "precision": precision, "accelerator": accelerator},
+        "hparams": {**hp, "precision": precision, "accelerator": accelerator,
+                    "micro_batch_size": module.micro_batch_size},
         "hparams_source": hp_source,
         "data": dm.record_meta,
         "throughput": {"tokens_per_s": tokens_this_process / train_seconds,

@@ -1,0 +1,117 @@
+"""The training step through Lightning's Trainer: micro-batches accumulate to the same optimizer step as one batch,
+the micro-batch memory model, and the speed knobs' config checks."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from scaling_lab import accounting
+from scaling_lab.data import TokenDataModule
+from scaling_lab.data.prepare import TokenCorpus
+from scaling_lab.model.config import ModelConfig
+from scaling_lab.train import micro_batch
+from scaling_lab.train.module import GPTModule
+from scaling_lab.train.run import ConfigError
+
+SHAPE = ModelConfig(n_layer=2, d_model=32, n_head=2, vocab_size=61, block_size=16)
+HP = {"lr": 3e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
+      "warmup_steps": 1, "min_lr_frac": 0.1, "divergence_factor": 1.5, "log_every": 1, "batch_size": 6,
+      "compile": False, "compile_mode": "default", "micro_batch_size": None, "loss_chunk_rows": None}
+
+
+def train_steps(steps: int, **overrides) -> GPTModule:
+    tokens = np.random.default_rng(0).integers(0, SHAPE.vocab_size, 4096).astype(np.uint16)
+    corpus = TokenCorpus(train=tokens, val=tokens[:512], vocab_size=SHAPE.vocab_size, meta={}, built=True)
+    dm = TokenDataModule(corpus, SHAPE.block_size, HP["batch_size"], steps * HP["batch_size"] * SHAPE.block_size,
+                         seed=0, val_tokens=SHAPE.block_size)
+    L.seed_everything(0, verbose=False)
+    module = GPTModule(SHAPE, {**HP, **overrides}, total_steps=steps,
+                       flops_per_token=accounting.train_flops_per_token(SHAPE))
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, deterministic=True)
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == steps and module.tokens_seen == steps * HP["batch_size"] * SHAPE.block_size
+    return module
+
+
+@pytest.mark.parametrize("micro", [1, 4])  # 6 = 6 x 1, and 4 + 2: an uneven last micro-batch
+def test_micro_batches_take_the_same_optimizer_steps_as_one_batch(micro):
+    L.seed_everything(0, verbose=False)
+    init = dict(GPTModule(SHAPE, HP, 1, 1.0).model.named_parameters())
+    whole = train_steps(2)
+    split = train_steps(2, micro_batch_size=micro)
+    assert whole.micro_batch_size == 6 and split.micro_batch_size == micro
+    moved = False
+    for (name, a), b in zip(whole.model.named_parameters(), split.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=0, atol=2e-6, msg=name)
+        moved |= not torch.equal(a, init[name])
+    assert moved  # the comparison is between trained weights, not two copies of the init
+    assert split.last_train_loss == pytest.approx(whole.last_train_loss, rel=1e-6)
+
+
+def test_fused_loss_trains_like_the_plain_loss():
+    plain = train_steps(2)
+    fused = train_steps(2, loss_chunk_rows=10)
+    for (name, a), b in zip(plain.model.named_parameters(), fused.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=0, atol=2e-6, msg=name)
+
+
+def test_auto_micro_batch_is_the_largest_that_fits_the_runs_share_of_memory():
+    gib = 2**30
+    # 1 GiB of weights and gradients, 0.5 GiB per sequence; 6 GiB share, 1 GiB of AdamW moments to come
+    assert micro_batch.largest_fitting({1: 1.5 * gib, 2: 2.0 * gib}, budget=6 * gib, extra=1 * gib) == 8
+    assert micro_batch.largest_fitting({4: 3 * gib, 8: 5 * gib}, budget=6 * gib, extra=1 * gib) == 8
+    assert micro_batch.balanced(8, 64) == 8 and micro_batch.balanced(8, 12) == 6 and micro_batch.balanced(100, 12) == 12
+    with pytest.raises(ConfigError, match="train.micro_batch_size=auto"):
+        micro_batch.largest_fitting({1: 1.5 * gib, 2: 2.0 * gib}, budget=2 * gib, extra=1 * gib)
+    # probes fill the fused loss's chunk (4096 tokens = 4 sequences of 1024), where its memory stops growing
+    assert micro_batch.probe_sizes(64, 1024, 4096) == (4, 8) and micro_batch.probe_sizes(64, 1024, None) == (1, 2)
+    assert micro_batch.probe_sizes(4, 1024, 4096) == (2, 4)
+    assert micro_batch.resolve(None, 12) == 12 and micro_batch.resolve(32, 12) == 12 and micro_batch.resolve(4, 12) == 4
+    assert micro_batch.resolve("auto", 12) is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.compile=maybe", "train.compile must be auto, true or false"),
+        ("train.compile_mode=fastest", "train.compile_mode='fastest' is not one of"),
+        ("train.micro_batch_size=0", "train.micro_batch_size must be a positive integer or auto, null"),
+        ("train.loss_chunk_rows=many", "train.loss_chunk_rows must be a positive integer or null"),
+    ],
+)
+def test_bad_speed_knobs_fail_before_training_with_one_line(tmp_path, capsys, override, message):
+    from scaling_lab.cli import main
+
+    assert main(["train", override, f"results_dir={tmp_path / 'r'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_speed_knobs_leave_the_run_id_alone():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from scaling_lab.train.run import RunSpec
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base=None):
+        ids = {RunSpec.from_config(compose("main", overrides=o)).run_id for o in (
+            [], ["train.compile=true", "train.compile_mode=reduce-overhead", "train.micro_batch_size=3",
+                 "train.loss_chunk_rows=null"])}
+    assert len(ids) == 1
+
+
+@pytest.mark.slow
+def test_compiled_fused_loss_steps_match_eager_and_keep_the_checkpoint_keys():
+    eager = train_steps(2, loss_chunk_rows=10)
+    compiled = train_steps(2, loss_chunk_rows=10, compile=True)
+    assert compiled._loss != compiled.model.loss and eager._loss == eager.model.loss  # train.compile=true on CPU
+    for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=name)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints load either way
