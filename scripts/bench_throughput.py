@@ -24,14 +24,15 @@ import math
 import tempfile
 import time
 import warnings
-from functools import partial
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from scaling_lab import accounting
+from scaling_lab.cli import CONF_DIR
 from scaling_lab.data import TokenDataModule
 from scaling_lab.data.prepare import TokenCorpus
 from scaling_lab.model import mup
@@ -39,7 +40,7 @@ from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
 from scaling_lab.train.checkpoint import ResumableBatches
 from scaling_lab.train.module import GPTModule, compile_enabled
-from scaling_lab.train.schedule import warmup_cosine
+from scaling_lab.train.schedule import multiplier
 
 warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # the benchmark trains only
 
@@ -125,8 +126,7 @@ def bare_run(shape, corpus, args, hp, micro: int) -> float:
     optimizer = torch.optim.AdamW(mup.param_groups(shape, model.named_parameters(), hp["lr"], hp["weight_decay"]),
                                   lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
                                   fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
-        warmup_cosine, total_steps=steps, warmup_steps=hp["warmup_steps"], final_frac=hp["min_lr_frac"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier({**hp, "total_steps": steps}))
     loss_fn = model.loss
     if compile_enabled(hp["compile"], device):
         loss_fn = torch.compile(model.loss, mode=hp["compile_mode"], dynamic=False)
@@ -173,8 +173,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="also one JSON object per size")
     args = parser.parse_args()
 
-    hp = {"lr": 1e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
-          "warmup_steps": 1, "min_lr_frac": 0.1, "divergence_factor": 1e9, "log_every": args.log_every,
+    # the shipped training defaults (conf/train/default.yaml), then what this benchmark fixes
+    hp = {**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train" / "default.yaml")),
+          "lr": 1e-3, "warmup_steps": 1, "divergence_factor": 1e9, "log_every": args.log_every,
           "batch_size": args.batch, "compile": {"true": True, "false": False}.get(args.compile, "auto"),
           "compile_mode": args.compile_mode, "loss_chunk_rows": args.loss_chunk_rows,
           "micro_batch_size": args.micro_batch}

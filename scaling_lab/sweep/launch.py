@@ -23,7 +23,7 @@ class Sweep:
     user_overrides: list[str]
     overrides: list[str]  # the multirun's command line: the user's plus the design's runs or the branched jobs
     design: designs.Design | None
-    corpus: TokenCorpus | None
+    corpus: TokenCorpus | None  # set by prepare()
 
     @property
     def extends(self) -> bool:
@@ -33,15 +33,18 @@ class Sweep:
 def prepare(config_name: str, overrides: list[str]) -> Sweep:
     cfg = OmegaConf.to_container(grid.preset(config_name, overrides), resolve=True)
     corpus = design = None
-    if cfg["plan"] or cfg["sweep"].get("design"):
-        corpus = prepare_corpus(cfg["data"])  # the vocabulary sizes the shapes; the corpus counts epochs
+    if cfg["sweep"].get("design"):
+        corpus = prepare_corpus(cfg["data"])  # the vocabulary sizes the shapes
         design = designs.from_config(cfg, corpus.vocab_size)
     sweep = Sweep(cfg, None, "", [], overrides, overrides, design, corpus)
     if design is not None:
         designs.check_overrides(overrides)
         add_runs(sweep, config_name, design.runs(corpus.vocab_size))
     else:
-        sweep.name, sweep.results_dir, sweep.runs = grid.plan(config_name, overrides)
+        sweep.name, sweep.results_dir, sweep.runs = grid.plan(config_name, overrides)  # every job's config checked
+        # built (or verified) once here, not by every run at once when a launcher starts them in parallel;
+        # the planner counts epochs with it
+        sweep.corpus = prepare_corpus(cfg["data"])
     if cfg["sweep"].get("branch"):
         if design is not None:
             raise ConfigError("sweep.branch works on grid presets (train.tokens as a sweep key), not sweep.design")
