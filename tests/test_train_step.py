@@ -18,7 +18,8 @@ from scaling_lab.train.run import ConfigError
 
 SHAPE = ModelConfig(n_layer=2, d_model=32, n_head=2, vocab_size=61, block_size=16)
 HP = {"lr": 3e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
-      "warmup_steps": 1, "min_lr_frac": 0.1, "divergence_factor": 1.5, "log_every": 1, "batch_size": 6,
+      "schedule": "cosine", "warmup_steps": 1, "min_lr_frac": 0.1, "divergence_factor": 1.5, "log_every": 1,
+      "batch_size": 6,
       "compile": False, "compile_mode": "default", "micro_batch_size": None, "loss_chunk_rows": None}
 
 
@@ -28,7 +29,7 @@ def train_steps(steps: int, **overrides) -> GPTModule:
     dm = TokenDataModule(corpus, SHAPE.block_size, HP["batch_size"], steps * HP["batch_size"] * SHAPE.block_size,
                          seed=0, val_tokens=SHAPE.block_size)
     L.seed_everything(0, verbose=False)
-    module = GPTModule(SHAPE, {**HP, **overrides}, total_steps=steps,
+    module = GPTModule(SHAPE, {**HP, "total_steps": steps, **overrides}, total_steps=steps,
                        flops_per_token=accounting.train_flops_per_token(SHAPE))
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

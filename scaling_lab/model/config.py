@@ -17,6 +17,14 @@ SHAPES: dict[str, dict[str, int]] = {
     "tiny-3": dict(n_layer=2, d_model=64, n_head=4),
     "tiny-4": dict(n_layer=3, d_model=96, n_head=4),
     "tiny-5": dict(n_layer=4, d_model=128, n_head=4),
+    # small-*: a GPU ladder for byte-level sweeps (sweep=h100_quick): d_model = 64 x n_layer and 64-wide heads, as
+    # GPT-2's shapes; 0.4M..49M non-embedding parameters
+    "small-1": dict(n_layer=2, d_model=128, n_head=2),
+    "small-2": dict(n_layer=3, d_model=192, n_head=3),
+    "small-3": dict(n_layer=4, d_model=256, n_head=4),
+    "small-4": dict(n_layer=6, d_model=384, n_head=6),
+    "small-5": dict(n_layer=8, d_model=512, n_head=8),
+    "small-6": dict(n_layer=10, d_model=640, n_head=10),
     "gpt-7m": dict(n_layer=2, d_model=128, n_head=4),
     "gpt-16m": dict(n_layer=4, d_model=256, n_head=4),
     "gpt-30m": dict(n_layer=6, d_model=384, n_head=6),
