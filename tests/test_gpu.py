@@ -47,7 +47,8 @@ def test_compiled_bf16_steps_through_the_trainer_learn(compile_mode):
     dm = TokenDataModule(corpus, SHAPE.block_size, BATCH, STEPS * BATCH * SHAPE.block_size, seed=0,
                          val_tokens=4 * SHAPE.block_size)
     hp = {"lr": 1e-2, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
-          "schedule": "cosine", "total_steps": STEPS, "warmup_steps": 1, "min_lr_frac": 1.0, "divergence_factor": 1.5, "log_every": 1, "batch_size": BATCH,
+          "schedule": "cosine", "total_steps": STEPS, "warmup_steps": 1, "min_lr_frac": 1.0, "divergence_factor": 1.5,
+          "log_every": 1, "batch_size": BATCH,
           "compile": True, "compile_mode": compile_mode, "micro_batch_size": "auto", "loss_chunk_rows": 256}
     module = GPTModule(SHAPE, hp, total_steps=STEPS, flops_per_token=accounting.train_flops_per_token(SHAPE))
     trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=STEPS, logger=False,
