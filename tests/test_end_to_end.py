@@ -11,21 +11,16 @@ import sys
 import pytest
 
 from scaling_lab import layout, records
+from support import cli, isolated_env
 
 pytestmark = pytest.mark.slow
 SECRET = "wandb-key-that-must-never-be-written-0123456789"
 
 
-def cli(*args: str, env: dict, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="session")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("token-cache")
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
-            "SCALING_LAB_CACHE": str(cache), "WANDB_API_KEY": SECRET}
+    return isolated_env(cache, WANDB_API_KEY=SECRET)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from scaling_lab import layout, records, tracking
 from scaling_lab.cli import main
 from scaling_lab.sweep import claim
 from scaling_lab.sweep.status import render
+from support import cli, isolated_env, start
 
 SECRET = "local-wandb-key-that-must-never-be-written-0123456789"
 # 128 optimizer steps of 2 sequences: long enough to be killed mid-run, a few seconds on a 2-core CPU
@@ -45,16 +46,6 @@ def steady(step: int, resumed_at: int) -> bool:
 LIGHTNING_REQUEUE = "SLURM auto-requeueing enabled"
 
 
-def cli(*args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def start(*args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "scaling_lab.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
 def only_record(results) -> dict:
     (path,) = layout.record_paths(results)
     return records.read_record(path)
@@ -71,8 +62,7 @@ def wait_for(path, proc, timeout=300, poll=0.02):
 @pytest.fixture(scope="session")
 def env(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "fault-tolerance-token-cache"
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SLURM_"))},
-            "SCALING_LAB_CACHE": str(cache), "WANDB_API_KEY": SECRET}
+    return isolated_env(cache, drop=("WANDB_", "SLURM_"), WANDB_API_KEY=SECRET)
 
 
 @pytest.fixture(scope="session")

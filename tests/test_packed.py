@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,6 +16,7 @@ from scaling_lab import layout, records
 from scaling_lab.cli import main
 from scaling_lab.sweep import claim
 from scaling_lab.sweep.packed import JOURNAL, PackedLauncher
+from support import cli, isolated_env, start
 
 # 4 smoke runs (2 sizes x 2 budgets), a few seconds each on a CPU
 SMOKE = ["sweep=smoke", "model.name=tiny-1,tiny-2", "sweep.fit=false", "logger=none", "progress=false"]
@@ -27,21 +26,10 @@ LONG = ["model.name=tiny-1", "train.batch_size=2", "data.val_tokens=2048", "data
         "train.checkpoint_every=16"]
 
 
-def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=900)
-
-
-def start(*args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "scaling_lab.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("packed-token-cache")
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "CUDA_"))},
-            "SCALING_LAB_CACHE": str(cache)}
+    return isolated_env(cache, drop=("WANDB_", "CUDA_"))
 
 
 def load(results) -> dict[str, dict]:

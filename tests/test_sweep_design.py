@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -16,6 +13,7 @@ from scaling_lab.model.config import ModelConfig, ShapeError
 from scaling_lab.model.sizing import shape_for_params
 from scaling_lab.sweep import designs, extend, launch, plan
 from scaling_lab.train.run import ConfigError
+from support import cli, isolated_env
 
 VOCAB, BLOCK = 257, 128
 TINY_RULE = {"aspect_ratio": 32, "head_dim": 4}
@@ -27,15 +25,10 @@ def isoflop_cfg(**design):
     return {"model": {"block_size": BLOCK}, "sweep": {"design": spec}}
 
 
-def cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=900)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("token-cache")
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, "SCALING_LAB_CACHE": str(cache)}
+    return isolated_env(cache)
 
 
 @pytest.mark.parametrize("target", [3e3, 1e4, 5e4, 3e5, 2e6])

@@ -21,6 +21,7 @@ from scaling_lab import layout, records
 from scaling_lab.cli import CONF_DIR
 from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import cooldown_steps_for, warmup_cosine, warmup_stable_decay
+from support import cli, isolated_env
 
 # 8, 16, 32, 64 steps of 2 x 128 tokens; the trunk is the 16,384-token run of each size
 BUDGETS = (2048, 4096, 8192, 16384)
@@ -30,15 +31,10 @@ GRID = ["sweep", "sweep=wsd_local", "model.name=tiny-1,tiny-2", f"train.tokens={
 STEP_TOKENS = 2 * 128
 
 
-def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scaling_lab.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=900)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("token-cache")
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}, "SCALING_LAB_CACHE": str(cache)}
+    return isolated_env(cache)
 
 
 def by_id(results) -> dict[str, dict]:
