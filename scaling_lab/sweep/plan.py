@@ -27,7 +27,9 @@ from scaling_lab.sweep.designs import Design, optimal_params
 from scaling_lab.train import hparams
 
 ISOFLOP_TOLERANCE = 0.01  # a budget's runs must spend the same compute to within 1%
-PROBE_TOKENS = 8192  # cap on the tokens of one probe step, so that probing a large model stays short
+# cap on the tokens of one probe step, so that probing a large model stays short; a CPU's tokens/s barely depends on
+# the batch once a step has a few thousand tokens, a GPU's needs more to fill it
+PROBE_TOKENS = {"cuda": 8192, "cpu": 2048}
 WARMUP_STEPS = 5  # allocator, kernel selection and AdamW state settle over the first steps
 
 
@@ -124,9 +126,9 @@ def detect_device(accelerator: str) -> torch.device:
 
 def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: float = 0.3) -> float:
     """Training tokens per second of this shape on this device: after a few warm-up steps (the first ones run many
-    times slower), AdamW steps on random tokens for about `seconds` (at least 10), timed one by one; the median
-    step is the typical speed, robust to a few stalls."""
-    micro = max(1, min(batch_size, PROBE_TOKENS // shape.block_size))
+    times slower), AdamW steps on random tokens for about `seconds` (at least 3, at most 100), timed one by
+    one; the median step is the typical speed, robust to a few stalls."""
+    micro = max(1, min(batch_size, PROBE_TOKENS[device.type] // shape.block_size))
     model = GPT(shape).to(device)
     optimizer = torch.optim.AdamW(mup.param_groups(shape, model.named_parameters(), 1e-4, 0.1), lr=1e-4)
     x = torch.randint(shape.vocab_size, (micro, shape.block_size), device=device)
@@ -141,7 +143,7 @@ def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: fl
     for _ in range(WARMUP_STEPS):
         step()
     times: list[float] = []
-    while len(times) < 10 or (sum(times) < seconds and len(times) < 100):
+    while len(times) < 3 or (sum(times) < seconds and len(times) < 100):
         start = time.perf_counter()
         step()
         if device.type == "cuda":
