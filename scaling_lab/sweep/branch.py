@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from scaling_lab.sweep.claim import Busy
 from scaling_lab.train.run import FINISHED, ConfigError, RunSpec, existing_record, train
-from scaling_lab.train.schedule import cooldown_steps_for
+from scaling_lab.train.schedule import cooldown_start
 
 log = logging.getLogger(__name__)
 TOKENS = "train.tokens"
@@ -106,6 +106,5 @@ def tokens_trained(entries: list[dict], rows: list, cooldown_frac: float) -> int
         total += row_of[trunk["run_id"]].tokens
         for entry in rest:
             r = row_of[entry["run_id"]]
-            stable = r.steps - cooldown_steps_for(r.steps, cooldown_frac)
-            total += r.tokens - stable * r.batch_size * r.shape.block_size
+            total += r.tokens - cooldown_start(r.steps, cooldown_frac) * r.batch_size * r.shape.block_size
     return total

@@ -24,7 +24,7 @@ import torch
 from scaling_lab import layout
 from scaling_lab.data import TokenCorpus, TokenDataModule
 from scaling_lab.train import checkpoint
-from scaling_lab.train.schedule import cooldown_steps_for
+from scaling_lab.train.schedule import cooldown_start
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def snapshot(trunk_id: str, branch, corpus: TokenCorpus, batch_size: int) -> Sna
     """The trunk's snapshot for a branch (a RunSpec of the same group, so of the same batch size)."""
     dm = TokenDataModule(corpus, block_size=branch.model["block_size"], batch_size=batch_size,
                          tokens=int(branch.train["tokens"]), seed=branch.seed, val_tokens=branch.data["val_tokens"])
-    start = dm.steps - cooldown_steps_for(dm.steps, branch.train["cooldown_frac"])
+    start = cooldown_start(dm.steps, branch.train["cooldown_frac"])
     every = eval_every(dm.steps, branch.train["eval_points"])
     return Snapshot(start, layout.branch_checkpoint_path(branch.results_dir, trunk_id, branch.run_id),
                     tuple(range(every, start + 1, every)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+
 import lightning as L
 import torch
 from lightning.pytorch.strategies import ParallelStrategy

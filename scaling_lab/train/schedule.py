@@ -46,6 +46,11 @@ def cooldown_steps_for(total_steps: int, cooldown_frac: float) -> int:
     return max(1, round(cooldown_frac * total_steps))
 
 
+def cooldown_start(total_steps: int, cooldown_frac: float) -> int:
+    """Optimizer steps a WSD run takes at the peak (and warmup) rate: where a branch leaves its trunk."""
+    return total_steps - cooldown_steps_for(total_steps, cooldown_frac)
+
+
 def warmup_steps_of(train: Mapping, total_steps: int, step_tokens: int) -> int:
     """`train.warmup_tokens` in whole steps when set (the same for every length: runs can branch), else a fraction."""
     if train["warmup_tokens"] is not None:

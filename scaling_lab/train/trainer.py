@@ -22,7 +22,7 @@ from scaling_lab.model.config import ModelConfig
 from scaling_lab.train import branching, checkpoint, hparams, ranks
 from scaling_lab.train.module import GPTModule
 from scaling_lab.train.run import ConfigError, RunSpec
-from scaling_lab.train.schedule import cooldown_steps_for, warmup_steps_of
+from scaling_lab.train.schedule import cooldown_start, cooldown_steps_for, warmup_steps_of
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,10 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
           "total_steps": dm.steps}
     if t["schedule"] == "wsd":
         hp["cooldown_steps"] = cooldown_steps_for(dm.steps, t["cooldown_frac"])
-        if hp["warmup_steps"] > dm.steps - hp["cooldown_steps"]:
+        stable_until = cooldown_start(dm.steps, t["cooldown_frac"])
+        if hp["warmup_steps"] > stable_until:
             raise ConfigError(f"train.warmup_tokens / warmup_frac: {hp['warmup_steps']} warmup steps run into the "
-                              f"cooldown of train.tokens={t['tokens']} (it starts at step "
-                              f"{dm.steps - hp['cooldown_steps']})")
+                              f"cooldown of train.tokens={t['tokens']} (it starts at step {stable_until})")
     module = GPTModule(shape, hp, total_steps=dm.steps, flops_per_token=accounting.train_flops_per_token(shape),
                        runs_per_device=spec.trainer.get("runs_per_device", 1))
 
