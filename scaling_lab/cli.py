@@ -19,7 +19,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from scaling_lab.conf_dir import CONF_DIR
+
 log = logging.getLogger("scaling_lab")
 
 

@@ -40,10 +40,13 @@ def hardware() -> dict[str, object]:
 
 
 def git_commit() -> str | None:
+    """HEAD of the checkout this package runs from. An installed wheel has none, though its site-packages may lie
+    inside some other repository (a project's .venv): only a repository whose top level holds the package counts."""
     repo = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True)
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    top, commit = out.stdout.splitlines()
+    return commit if Path(top).resolve() == repo else None

@@ -32,7 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from scaling_lab import accounting
-from scaling_lab.cli import CONF_DIR
+from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.data import TokenDataModule
 from scaling_lab.data.prepare import TokenCorpus
 from scaling_lab.model import mup

@@ -318,7 +318,7 @@ def test_training_a_claimed_run_is_refused_with_one_line(tmp_path, capsys):
 def test_slurm_preset_launches_one_array_with_submitit_owning_requeue():
     from hydra import compose, initialize_config_dir
 
-    from scaling_lab.cli import CONF_DIR
+    from scaling_lab.conf_dir import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("main", overrides=["sweep=smoke", "hydra/launcher=slurm", "trainer.devices=4",

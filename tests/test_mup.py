@@ -74,7 +74,7 @@ def test_mup_needs_a_base_width():
 def test_mup_runs_have_their_own_ids_and_standard_ids_do_not_change():
     from hydra import compose, initialize_config_dir
 
-    from scaling_lab.cli import CONF_DIR
+    from scaling_lab.conf_dir import CONF_DIR
     from scaling_lab.train.run import RunSpec
 
     def run_id(*overrides):

@@ -178,7 +178,7 @@ def test_plan_prints_the_table_and_launches_nothing(tmp_path, env):
 def planner_warnings(*overrides) -> list[str]:
     from hydra import initialize_config_dir
 
-    from scaling_lab.cli import CONF_DIR
+    from scaling_lab.conf_dir import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         sweep = launch.prepare("main", list(overrides))
@@ -250,7 +250,7 @@ def test_designed_runs_are_ordinary_runs(tmp_path, env, monkeypatch):
     """A design's run has the run id that `scaling-lab train` gives the same shape and tokens."""
     from hydra import compose, initialize_config_dir
 
-    from scaling_lab.cli import CONF_DIR
+    from scaling_lab.conf_dir import CONF_DIR
     from scaling_lab.train.run import RunSpec
 
     monkeypatch.setenv("SCALING_LAB_CACHE", env["SCALING_LAB_CACHE"])

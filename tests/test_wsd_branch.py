@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from scaling_lab import layout, records
-from scaling_lab.cli import CONF_DIR
+from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import cooldown_steps_for, warmup_cosine, warmup_stable_decay
 from support import cli, isolated_env

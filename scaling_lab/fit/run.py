@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 
 from scaling_lab import layout
+from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.fit import envelope, isoflop, parametric, single_axis, verdict
 from scaling_lab.fit.stats import interval, resample_weights, summarize
 from scaling_lab.fit.table import load_table
 from scaling_lab.records import write_atomic
 
-DEFAULTS_PATH = Path(__file__).resolve().parents[2] / "conf" / "fit" / "default.yaml"
+DEFAULTS_PATH = CONF_DIR / "fit" / "default.yaml"
 
 
 def settings(cfg: dict | None) -> dict:
