@@ -103,7 +103,7 @@ def sweep_cmd(overrides: list[str]) -> int:
     if sweep.cfg["plan"]:
         from scaling_lab.sweep.plan import report
 
-        print(report(sweep.cfg, sweep.runs, sweep.corpus, sweep.design))
+        print(report(sweep.cfg, sweep.runs, sweep.corpus, sweep.design, sweep.concurrent_jobs))
         return 0
     layout.check_writable(sweep.results_dir)
     grid.write_manifest(sweep.name, sweep.results_dir, sweep.runs)

@@ -5,6 +5,7 @@
 #   bash scripts/gpu_bench.sh OUT yardstick-large packing sweep
 # Parts: test (the GPU tests), yardstick-small / yardstick-large (Lightning vs bare loop vs nanoGPT's table at the
 # issue's shapes, CUDA graphs on), packing (aggregate tokens/s of 1, 2, 4 runs of the smallest size on one GPU),
+# plan (h100_quick's plan=true estimate on this GPU, to hold against the sweep part's measured wall time),
 # sweep (sweep=h100_quick end to end, timed, fit included).
 set -euo pipefail
 out=${1:?usage: bash scripts/gpu_bench.sh OUT PART...}; shift
@@ -23,10 +24,12 @@ for part in "$@"; do
                        2>&1 | tee "$out/yardstick-large.log" ;;
     packing) python scripts/bench_packing.py --ks 1,2,4 --size small-1 --tokens 5e7 --results "$out/packing" -- \
                model.block_size=1024 train.batch_size=64 2>&1 | tee "$out/packing.log" ;;
+    plan) python -m scaling_lab.cli sweep sweep=h100_quick results_dir="$out/h100_quick" plan=true \
+            2>&1 | tee "$out/plan.log" ;;
     sweep) start=$(date +%s)
            python -m scaling_lab.cli sweep sweep=h100_quick results_dir="$out/h100_quick" logger=none progress=false \
              2>&1 | tee "$out/sweep.log"
            echo "h100_quick wall time: $(( $(date +%s) - start )) s" | tee -a "$out/sweep.log" ;;
-    *) echo "gpu_bench.sh: unknown part '$part' (test, yardstick-small, yardstick-large, packing, sweep)" >&2; exit 2 ;;
+    *) echo "gpu_bench.sh: unknown part '$part' (test, yardstick-small, yardstick-large, packing, plan, sweep)" >&2; exit 2 ;;
   esac
 done

@@ -168,8 +168,14 @@ def test_more_gpus_per_run_than_visible_is_refused(monkeypatch):
         launcher.slots()
 
 
-def test_bad_runs_per_device_is_one_line_before_any_training(tmp_path, capsys):
-    assert main(["sweep", "sweep=smoke", "trainer.runs_per_device=0", f"results_dir={tmp_path}"]) == 2
+@pytest.mark.parametrize("visible, overrides, message", [
+    ("", ["trainer.runs_per_device=0"], "trainer.runs_per_device must be an integer >= 1"),
+    ("", ["hydra/launcher=packed", "hydra.launcher.runs_per_device=0"], "trainer.runs_per_device must be an integer"),
+    ("0", ["hydra/launcher=packed", "trainer.devices=2"], "trainer.devices=2 GPUs per run, but only 1 are visible"),
+])
+def test_bad_packing_is_one_line_before_any_training(tmp_path, capsys, monkeypatch, visible, overrides, message):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert main(["sweep", "sweep=smoke", *overrides, f"results_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "trainer.runs_per_device must be an integer >= 1" in err
-    assert not list(layout.record_paths(tmp_path))
+    assert len(err.splitlines()) == 1 and message in err
+    assert not list(tmp_path.iterdir())

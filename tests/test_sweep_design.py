@@ -171,7 +171,7 @@ def test_plan_prints_the_table_and_launches_nothing(tmp_path, env):
     proc = cli("sweep", "sweep=isoflop_local", f"results_dir={tmp_path}", "plan=true", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "8 runs" in proc.stdout and "C = 5.2e+10 FLOPs (6N)" in proc.stdout
-    assert "estimated wall time on CPU" in proc.stdout
+    assert "estimated wall time on CPU" in proc.stdout and "8 jobs one after another" in proc.stdout
     assert not list(tmp_path.iterdir())  # no manifest, no runs
 
 

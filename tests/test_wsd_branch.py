@@ -15,10 +15,13 @@ import sys
 import time
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from scaling_lab import layout, records
 from scaling_lab.conf_dir import CONF_DIR
+from scaling_lab.sweep import branch, launch, plan
 from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import cooldown_steps_for, warmup_cosine, warmup_stable_decay
 from support import cli, isolated_env
@@ -90,14 +93,55 @@ def test_branching_that_cannot_be_exact_fails_before_training_with_one_line(tmp_
     assert not list(tmp_path.iterdir())
 
 
-def test_plan_shows_the_token_cost_with_and_without_branching(tmp_path, env):
-    proc = cli(*GRID, f"results_dir={tmp_path}", "plan=true", env=env)
+def test_plan_of_wsd_local_counts_trunks_plus_cooldowns_and_packed_jobs(tmp_path, env):
+    proc = cli("sweep", "sweep=wsd_local", f"results_dir={tmp_path}", "plan=true", "hydra/launcher=packed",
+               "trainer.runs_per_device=2", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    # per size: the 64-step trunk, then 2 + 3 + 6 cooldown steps (20% of 8, 16, 32)
-    branched, independent = 2 * (64 + 2 + 3 + 6) * STEP_TOKENS, 2 * sum(BUDGETS)
-    assert (f"sweep.branch: 2 trunks + cooldowns train {branched:,} tokens, {branched / independent:.2f}x the "
-            f"{independent:,} of independent runs") in proc.stdout
+    preset = OmegaConf.load(CONF_DIR / "sweep" / "wsd_local.yaml")
+    sizes = str(preset.hydra.sweeper.params["model.name"]).split(",")
+    budgets = [int(b) for b in str(preset.hydra.sweeper.params["train.tokens"]).split(",")]
+    step = preset.train.batch_size * 128  # the default model.block_size
+
+    def sequences(tokens):  # whole sequences, as TokenDataModule trains them
+        return round(tokens / 128)
+
+    def cooldown_tokens(tokens):  # from the first step after the stable phase to the end
+        steps = math.ceil(sequences(tokens) / preset.train.batch_size)
+        stable = steps - max(1, round(preset.train.cooldown_frac * steps))
+        return sequences(tokens) * 128 - stable * step
+
+    trunk, *branches = sorted(budgets, reverse=True)
+    branched = len(sizes) * (sequences(trunk) * 128 + sum(cooldown_tokens(b) for b in branches))
+    independent = len(sizes) * sum(sequences(b) * 128 for b in budgets)
+    assert branched < independent
+    assert (f"sweep.branch: {len(sizes)} trunks + cooldowns train {branched:,} tokens, {branched / independent:.2f}x "
+            f"the {independent:,} of independent runs") in proc.stdout
+    assert f"(hydra/launcher=packed: {len(sizes)} jobs, at most 2 at a time, each at its speed alone)" in proc.stdout
+    assert "(one after another)" in proc.stdout
     assert not list(tmp_path.iterdir())
+
+
+def test_the_time_estimate_charges_a_branch_its_cooldown_only(env, monkeypatch):
+    monkeypatch.setenv("SCALING_LAB_CACHE", env["SCALING_LAB_CACHE"])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        sweep = launch.prepare("main", GRID[1:])
+    table = plan.rows(sweep.runs, sweep.corpus, sweep.cfg["train"], sweep.cfg["data"]["val_tokens"], "6N")
+    jobs = branch.jobs(sweep.runs, table, sweep.cfg["train"]["cooldown_frac"])
+    trained = {run_id: tokens for job in jobs for run_id, tokens in job.items()}
+    seconds = plan.estimate_seconds(table, trained, torch.device("cpu"), "32-true")
+    row = {r.run_id: r for r in table}
+    # per size: the 64-step trunk in full, then 2, 3 and 6 cooldown steps (20% of 8, 16, 32)
+    assert [sorted(job.values()) for job in jobs] == [[s * STEP_TOKENS for s in (2, 3, 6, 64)]] * 2
+    for job in jobs:  # one shape, one probed rate: each run's seconds are its own tokens plus evaluation at it
+        rates = {(tokens + row[run_id].eval_tokens / 3) / seconds[run_id] for run_id, tokens in job.items()}
+        assert max(rates) == pytest.approx(min(rates), rel=1e-12)
+
+
+def test_packed_jobs_start_in_launch_order_in_the_first_free_slot():
+    assert plan.makespan([5, 3, 3, 1], slots=1) == 12
+    assert plan.makespan([5, 3, 3, 1], slots=2) == 6  # 5 | 3, 3 (ends at 6), 1 after the 5
+    assert plan.makespan([1, 3, 3, 5], slots=2) == 8  # launch order, not longest first: 1, 3 | 3, 5
+    assert plan.makespan([5, 3], slots=4) == 5
 
 
 # --- real sweeps -------------------------------------------------------------------------------------------------

@@ -97,14 +97,16 @@ def _guarded(work, spec: RunSpec, skip_group: bool) -> None:
         log.error("run %s failed, sweep continues: %s: %s", spec.run_id, type(e).__name__, e)
 
 
-def tokens_trained(entries: list[dict], rows: list, cooldown_frac: float) -> int:
-    """Tokens a branched sweep trains, from the planner's rows: each group's trunk in full, every other run from
-    its cooldown start on (where scaling_lab/train/branching.py puts its snapshot)."""
+def jobs(entries: list[dict], rows: list, cooldown_frac: float) -> list[dict[str, int]]:
+    """Per job of a branched sweep, in launch order, the tokens each of its runs trains, from the planner's rows: the
+    trunk in full, every other run from its cooldown start on (where scaling_lab/train/branching.py puts its
+    snapshot)."""
     row_of = {r.run_id: r for r in rows}
-    total = 0
+    out = []
     for trunk, *rest in groups(entries):
-        total += row_of[trunk["run_id"]].tokens
+        job = {trunk["run_id"]: row_of[trunk["run_id"]].tokens}
         for entry in rest:
             r = row_of[entry["run_id"]]
-            total += r.tokens - cooldown_start(r.steps, cooldown_frac) * r.batch_size * r.shape.block_size
-    return total
+            job[r.run_id] = r.tokens - cooldown_start(r.steps, cooldown_frac) * r.batch_size * r.shape.block_size
+        out.append(job)
+    return out

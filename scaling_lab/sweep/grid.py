@@ -24,6 +24,11 @@ def preset(config_name: str, overrides: list[str]):
     return compose(config_name, overrides=_fixed(overrides))
 
 
+def launcher(config_name: str, overrides: list[str]):
+    """The multirun's hydra.launcher node (its values may interpolate the preset's trainer.*)."""
+    return compose(config_name, overrides=_fixed(overrides), return_hydra_config=True).hydra.launcher
+
+
 def _fixed(overrides: list[str]) -> list[str]:
     """The command line without its sweep overrides (a,b,c), enough to read the preset."""
     parsed = OverridesParser.create().parse_overrides(overrides)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from scaling_lab.data import TokenCorpus, prepare_corpus
-from scaling_lab.sweep import branch, designs, grid
+from scaling_lab.sweep import branch, designs, grid, packed
 from scaling_lab.train.run import ConfigError
 
 
@@ -24,6 +24,7 @@ class Sweep:
     overrides: list[str]  # the multirun's command line: the user's plus the design's runs or the branched jobs
     design: designs.Design | None
     corpus: TokenCorpus | None  # set by prepare()
+    concurrent_jobs: int  # jobs of the multirun that its launcher runs at once (hydra/launcher=packed: > 1)
 
     @property
     def extends(self) -> bool:
@@ -36,7 +37,8 @@ def prepare(config_name: str, overrides: list[str]) -> Sweep:
     if cfg["sweep"].get("design"):
         corpus = prepare_corpus(cfg["data"])  # the vocabulary sizes the shapes
         design = designs.from_config(cfg, corpus.vocab_size)
-    sweep = Sweep(cfg, None, "", [], overrides, overrides, design, corpus)
+    sweep = Sweep(cfg, None, "", [], overrides, overrides, design, corpus,
+                  packed.concurrent_jobs(grid.launcher(config_name, overrides), cfg["accelerator"]))
     if design is not None:
         designs.check_overrides(overrides)
         add_runs(sweep, config_name, design.runs(corpus.vocab_size))

@@ -35,6 +35,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from scaling_lab.train.run import ConfigError, check_count
+
 # Hydra instantiates launchers only from the `hydra_plugins` namespace (hydra.core.plugins.Plugins._instantiate);
 # scaling-lab ships no top-level hydra_plugins package, so this module is published there under this name.
 PLUGIN_MODULE = "hydra_plugins.scaling_lab_packed"
@@ -49,9 +51,9 @@ class RunProcessFailed(RuntimeError):
 
 class PackedLauncher(Launcher):
     def __init__(self, runs_per_device: int, devices_per_run: int = 1) -> None:
-        for key, value in (("trainer.runs_per_device", runs_per_device), ("trainer.devices", devices_per_run)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        # RunSpec checks trainer.* for every job; this catches hydra.launcher.* values set apart from them
+        check_count("trainer.runs_per_device", runs_per_device)
+        check_count("trainer.devices", devices_per_run)
         self.runs_per_device, self.devices_per_run = runs_per_device, devices_per_run
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -61,15 +63,7 @@ class PackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def slots(self) -> list[str | None]:
-        """One entry per run that may run at once: the CUDA_VISIBLE_DEVICES value it gets (None: not pinned)."""
-        gpus = [] if self.config.accelerator == "cpu" else visible_gpus()
-        if not gpus:
-            return [None] * self.runs_per_device
-        if len(gpus) < self.devices_per_run:
-            raise ValueError(f"trainer.devices={self.devices_per_run} GPUs per run, but only {len(gpus)} are visible")
-        groups = [",".join(gpus[i:i + self.devices_per_run])
-                  for i in range(0, len(gpus) - self.devices_per_run + 1, self.devices_per_run)]
-        return groups * self.runs_per_device  # round-robin: the first runs spread over the GPUs
+        return slots(self.config.accelerator, self.runs_per_device, self.devices_per_run)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
@@ -117,6 +111,26 @@ class PackedLauncher(Launcher):
         # a session of its own: a terminal's Ctrl-C reaches the children once, through the launcher
         return subprocess.Popen([sys.executable, "-m", __name__, str(payload), str(tmp / f"{idx}.return.pkl")],
                                 env=env, start_new_session=True)
+
+
+def slots(accelerator: str, runs_per_device: int, devices_per_run: int) -> list[str | None]:
+    """One entry per run that may run at once: the CUDA_VISIBLE_DEVICES value it gets (None: not pinned)."""
+    gpus = [] if accelerator == "cpu" else visible_gpus()
+    if not gpus:
+        return [None] * runs_per_device
+    if len(gpus) < devices_per_run:
+        raise ConfigError(f"trainer.devices={devices_per_run} GPUs per run, but only {len(gpus)} are visible")
+    groups = [",".join(gpus[i:i + devices_per_run]) for i in range(0, len(gpus) - devices_per_run + 1, devices_per_run)]
+    return groups * runs_per_device  # round-robin: the first runs spread over the GPUs
+
+
+def concurrent_jobs(launcher: DictConfig, accelerator: str) -> int:
+    """Jobs of a multirun running at once under this hydra.launcher node: this launcher's slots, else 1 (the basic
+    launcher runs one after another; a cluster launcher's parallelism is not this machine's to count)."""
+    if launcher._target_ != f"{PLUGIN_MODULE}.{PackedLauncher.__name__}":
+        return 1
+    packed = PackedLauncher(launcher.runs_per_device, launcher.devices_per_run)  # checks both values
+    return len(slots(accelerator, packed.runs_per_device, packed.devices_per_run))
 
 
 def visible_gpus() -> list[str]:

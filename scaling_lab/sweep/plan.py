@@ -7,6 +7,7 @@ steps come from the same TokenDataModule and hparams rule that training uses, so
 
 from __future__ import annotations
 
+import heapq
 import statistics
 import time
 from collections import defaultdict
@@ -24,7 +25,7 @@ from scaling_lab.model.gpt import GPT
 from scaling_lab.model.sizing import label
 from scaling_lab.sweep import branch
 from scaling_lab.sweep.designs import Design, optimal_params
-from scaling_lab.train import hparams
+from scaling_lab.train import device, hparams
 
 ISOFLOP_TOLERANCE = 0.01  # a budget's runs must spend the same compute to within 1%
 # cap on the tokens of one probe step, so that probing a large model stays short; a CPU's tokens/s barely depends on
@@ -53,19 +54,27 @@ class Row:
         return accounting.params_total(self.shape)
 
 
-def report(cfg: Mapping[str, Any], entries: list[dict], corpus: TokenCorpus, design: Design | None) -> str:
-    """The planner's whole output for a composed config (as a container) and its manifest entries."""
+def report(cfg: Mapping[str, Any], entries: list[dict], corpus: TokenCorpus, design: Design | None,
+           concurrent_jobs: int) -> str:
+    """The planner's whole output for a composed config (as a container), its manifest entries in launch order and
+    how many of its jobs the launcher runs at once."""
     convention = design.convention if design else accounting.DEFAULT_CONVENTION
     table = rows(entries, corpus, cfg["train"], cfg["data"]["val_tokens"], convention)
-    device = detect_device(cfg["accelerator"])
-    out = render(table, estimate_seconds(table, device), warnings(table, design), convention, describe(device))
-    independent = sum(r.tokens for r in table)
-    if cfg["sweep"].get("branch"):
-        branched = branch.tokens_trained(entries, table, cfg["train"]["cooldown_frac"])
-        out += (f"\nsweep.branch: {len(branch.groups(entries))} trunks + cooldowns train {branched:,} tokens, "
-                f"{branched / independent:.2f}x the {independent:,} of independent runs (the estimate above is for "
-                "independent runs)")
-    return out
+    branched = bool(cfg["sweep"].get("branch"))
+    jobs = branch.jobs(entries, table, cfg["train"]["cooldown_frac"]) if branched else [{r.run_id: r.tokens}
+                                                                                          for r in table]
+    accelerator = device.accelerator(cfg["accelerator"])
+    where = device.torch_device(accelerator)
+    trained = {run_id: tokens for job in jobs for run_id, tokens in job.items()}
+    seconds = estimate_seconds(table, trained, where, device.precision(cfg["train"]["precision"], accelerator))
+    lines = [render(table, seconds, convention)]
+    if branched:
+        total, independent = sum(trained.values()), sum(r.tokens for r in table)
+        lines.append(f"sweep.branch: {len(jobs)} trunks + cooldowns train {total:,} tokens, "
+                     f"{total / independent:.2f}x the {independent:,} of independent runs (a branch's est. is its "
+                     "cooldown)")
+    lines.append(wall_time(jobs, seconds, concurrent_jobs, describe(where)))
+    return "\n".join(lines + [f"warning: {n}" for n in warnings(table, design)])
 
 
 def rows(entries: list[dict], corpus: TokenCorpus, train: Mapping[str, Any], val_tokens: int,
@@ -119,22 +128,18 @@ def _budget_warnings(design: Design, budget: float, runs: list[Row]) -> list[str
     return notes
 
 
-def detect_device(accelerator: str) -> torch.device:
-    use_gpu = accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if use_gpu else "cpu")
-
-
-def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: float = 0.3) -> float:
-    """Training tokens per second of this shape on this device: after a few warm-up steps (the first ones run many
-    times slower), AdamW steps on random tokens for about `seconds` (at least 3, at most 100), timed one by
-    one; the median step is the typical speed, robust to a few stalls."""
-    micro = max(1, min(batch_size, PROBE_TOKENS[device.type] // shape.block_size))
-    model = GPT(shape).to(device)
+def probe(shape: ModelConfig, batch_size: int, where: torch.device, precision: str, seconds: float = 0.3) -> float:
+    """Training tokens per second of this shape on this device at this Lightning precision: after a few warm-up
+    steps (the first ones run many times slower), AdamW steps on random tokens for about `seconds` (at least 3, at
+    most 100), timed one by one; the median step is the typical speed, robust to a few stalls."""
+    micro = max(1, min(batch_size, PROBE_TOKENS[where.type] // shape.block_size))
+    model = GPT(shape).to(where)
     optimizer = torch.optim.AdamW(mup.param_groups(shape, model.named_parameters(), 1e-4, 0.1), lr=1e-4)
-    x = torch.randint(shape.vocab_size, (micro, shape.block_size), device=device)
+    x = torch.randint(shape.vocab_size, (micro, shape.block_size), device=where)
+    autocast = device.AUTOCAST.get(precision)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(where.type, dtype=autocast, enabled=autocast is not None):
             loss = model.loss(x, x)
         loss.backward()
         optimizer.step()
@@ -146,42 +151,63 @@ def probe(shape: ModelConfig, batch_size: int, device: torch.device, seconds: fl
     while len(times) < 3 or (sum(times) < seconds and len(times) < 100):
         start = time.perf_counter()
         step()
-        if device.type == "cuda":
+        if where.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return micro * shape.block_size / statistics.median(times)
 
 
-def estimate_seconds(table: list[Row], device: torch.device) -> list[float]:
-    """Per run: training tokens at the probed rate plus evaluation (a forward pass, ~1/3 of a training step)."""
+def estimate_seconds(table: list[Row], trained: dict[str, int], where: torch.device,
+                     precision: str) -> dict[str, float]:
+    """Per run: the tokens it trains itself at the probed rate, plus its evaluation (a forward pass, ~1/3 of a
+    training step; a branch's passes before its cooldown run in its trunk, in the same job)."""
     rates: dict[tuple[ModelConfig, int], float] = {}
-    out = []
+    out = {}
     for r in table:
         key = (r.shape, r.batch_size)
         if key not in rates:
-            rates[key] = probe(r.shape, r.batch_size, device)
-        out.append((r.tokens + r.eval_tokens / 3) / rates[key])
+            rates[key] = probe(r.shape, r.batch_size, where, precision)
+        out[r.run_id] = (trained[r.run_id] + r.eval_tokens / 3) / rates[key]
     return out
 
 
-def render(table: list[Row], seconds: list[float], notes: list[str], convention: str, device: str) -> str:
+def makespan(job_seconds: list[float], slots: int) -> float:
+    """Wall time of jobs started in launch order, each in the first slot to come free, as the packed launcher
+    starts them (greedy list scheduling)."""
+    ends = [0.0] * slots
+    for s in job_seconds:
+        heapq.heappush(ends, heapq.heappop(ends) + s)
+    return max(ends)
+
+
+def wall_time(jobs: list[dict[str, int]], seconds: dict[str, float], slots: int, device_name: str) -> str:
+    job_seconds = [sum(seconds[run_id] for run_id in job) for job in jobs]
+    serial = _duration(sum(job_seconds))
+    caveat = "probed median step; Lightning's per-step overhead and per-run start-up not included"
+    if slots == 1:
+        return (f"estimated wall time on {device_name}: {serial} of training and evaluation, {len(jobs)} jobs one "
+                f"after another ({caveat})")
+    # every shape is probed alone: how much runs sharing a device slow each other is not measured, so both ends
+    return (f"estimated wall time on {device_name}: {_duration(makespan(job_seconds, slots))} (hydra/launcher=packed: "
+            f"{len(jobs)} jobs, at most {slots} at a time, each at its speed alone) to {serial} (one after another) of "
+            f"training and evaluation ({caveat})")
+
+
+def render(table: list[Row], seconds: dict[str, float], convention: str) -> str:
     header = (f"{'run':<34} {'budget C':>9} {'shape':<14} {'N':>11} {'D':>11} {'C':>9} {'D/N':>7} "
               f"{'epochs':>7} {'batch x steps':>14} {'est.':>7}")
     lines = [header, "-" * len(header)]
-    for r, s in zip(table, seconds):
+    for r in table:
         budget = f"{r.budget:.3g}" if r.budget else "-"
         lines.append(f"{r.run_id:<34} {budget:>9} {label(r.shape):<14} {r.params:>11,} {r.tokens:>11,} "
                      f"{r.flops:>9.3g} {r.tokens / r.params:>7.1f} {r.epochs:>7.3f} "
-                     f"{f'{r.batch_size} x {r.steps}':>14} {_duration(s):>7}")
+                     f"{f'{r.batch_size} x {r.steps}':>14} {_duration(seconds[r.run_id]):>7}")
     total = sum(r.flops for r in table)
     record_total = sum(r.record_flops for r in table)
     lines += ["-" * len(header),
               f"{len(table)} runs, {sum(r.tokens for r in table):,} tokens, C = {total:.4g} FLOPs ({convention})"
               + ("" if convention == accounting.DEFAULT_CONVENTION else
-                 f" = {record_total:.4g} FLOPs ({accounting.DEFAULT_CONVENTION}, as the records count it)"),
-              f"estimated wall time on {device}: {_duration(sum(seconds))} of training and evaluation "
-              "(probed median step; Lightning's per-step overhead and per-run start-up not included)"]
-    lines += [f"warning: {n}" for n in notes]
+                 f" = {record_total:.4g} FLOPs ({accounting.DEFAULT_CONVENTION}, as the records count it)")]
     return "\n".join(lines)
 
 
@@ -193,8 +219,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h" if seconds < 48 * 3600 else f"{seconds / 86400:.1f}d"
 
 
-def describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def describe(where: torch.device) -> str:
+    if where.type == "cuda":
+        return torch.cuda.get_device_name(where)
     return f"CPU ({torch.get_num_threads()} threads)"
 

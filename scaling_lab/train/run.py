@@ -116,11 +116,15 @@ def _check(model: dict, train: dict, trainer: dict) -> None:
         raise ConfigError(f"train.tokens={tokens} is less than one optimizer step (train.batch_size x "
                           f"model.block_size = {step_tokens} tokens)")
     _check_speed_knobs(train)
-    for key, value, low in (("train.checkpoint_every", train["checkpoint_every"], 0),
-                            ("trainer.devices", trainer["devices"], 1),
-                            ("trainer.runs_per_device", trainer.get("runs_per_device", 1), 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    check_count("train.checkpoint_every", train["checkpoint_every"], low=0)
+    check_count("trainer.devices", trainer["devices"])
+    check_count("trainer.runs_per_device", trainer.get("runs_per_device", 1))
+
+
+def check_count(key: str, value, low: int = 1) -> None:
+    """One line naming the key unless `value` is an integer >= low (YAML's true is no count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
 
 
 def _check_speed_knobs(train: dict) -> None:

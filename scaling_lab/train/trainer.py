@@ -12,25 +12,18 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 
 from scaling_lab import accounting, layout, tracking
 from scaling_lab.data import TokenDataModule, prepare_corpus
 from scaling_lab.model.config import ModelConfig
-from scaling_lab.train import branching, checkpoint, hparams, ranks
+from scaling_lab.train import branching, checkpoint, device, hparams, ranks
 from scaling_lab.train.module import GPTModule
 from scaling_lab.train.run import ConfigError, RunSpec
 from scaling_lab.train.schedule import cooldown_start, cooldown_steps_for, warmup_steps_of
 
 log = logging.getLogger(__name__)
-
-
-def _accelerator(requested: str) -> str:
-    if requested == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return requested
 
 
 def fit_one(spec: RunSpec, branches: list[RunSpec] = (), trunk_id: str | None = None) -> dict:
@@ -79,10 +72,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
 
     eval_every = branching.eval_every(dm.steps, t["eval_points"])
     origin = branching.BranchOrigin(trunk_id)
-    accelerator = _accelerator(spec.accelerator)
-    precision = t["precision"]
-    if precision == "auto":
-        precision = "bf16-mixed" if accelerator == "gpu" else "32-true"
+    accelerator = device.accelerator(spec.accelerator)
+    precision = device.precision(t["precision"], accelerator)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     logger = tracking.wandb_logger(spec, config={"model": shape.to_dict(), "train": hp, "data": spec.data,
                                                  "seed": spec.seed, "run_id": spec.run_id}) if track else None
