@@ -13,7 +13,8 @@ scheduler, a host sync every --log-every steps, and the same pinned batches read
 One line per size: tokens/s, TFLOP/s and MFU of each path, Lightning / bare, and for the gpt-* sizes at the issue's
 yardstick shapes, Lightning / nanoGPT's measured tokens/s. FLOPs per token follow the `6N_attention` convention
 (6N + 12 L d T, PaLM App. B), as nanoGPT's MFU does; the peak is measured here (dense matmuls in the training dtype),
-not taken from a spec sheet. --json adds one JSON object per size.
+not taken from a spec sheet. --json adds one JSON object per size; scripts/throughput_table.py turns those into the
+README's Markdown table.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import tempfile
 import time
 import warnings
@@ -181,7 +183,8 @@ def main() -> None:
           "micro_batch_size": args.micro_batch}
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     peak = measured_peak_flops(args.device, dtype)
-    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}), torch "
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    print(f"device {args.device} ({device_name}), torch "
           f"{torch.__version__}, measured {dtype} matmul peak {peak / 1e12:.3f} TFLOP/s, batch {args.batch} x "
           f"{args.block} tokens, vocab {args.vocab}, {args.steps} timed steps, compile={args.compile} "
           f"mode={args.compile_mode}, loss_chunk_rows={args.loss_chunk_rows}", flush=True)
@@ -204,13 +207,15 @@ def main() -> None:
                       f"{flops / peak:>7.1%} {micro:>5}")
             line = f"{name:<10} lightning / bare = {row['lightning_over_bare']:.3f}"
             if at_yardstick and name in YARDSTICK:
+                row["yardstick_tokens_per_s"] = YARDSTICK[name]
                 row["lightning_over_yardstick"] = results["lightning"] / YARDSTICK[name]
                 line += f", lightning / nanoGPT yardstick = {row['lightning_over_yardstick']:.3f}"
             print(line, flush=True)
             if args.json:
                 settings = {k: v for k, v in vars(args).items() if k not in ("sizes", "json")}
-                print(json.dumps({**row, "device": args.device, "peak_tflops": peak / 1e12, "settings": settings}),
-                      flush=True)
+                print(json.dumps({**row, "device": args.device, "device_name": device_name, "torch": torch.__version__,
+                                  "date": time.strftime("%Y-%m-%d", time.gmtime()), "peak_tflops": peak / 1e12,
+                                  "settings": settings}), flush=True)
             if not math.isfinite(row["lightning_over_bare"]):
                 raise SystemExit(f"{name}: no finite throughput")
 
