@@ -41,7 +41,7 @@ from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
 from scaling_lab.train.checkpoint import ResumableBatches
-from scaling_lab.train.module import GPTModule, compile_enabled
+from scaling_lab.train.module import GPTModule, compile_enabled, own_grads
 from scaling_lab.train.schedule import multiplier
 
 warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # the benchmark trains only
@@ -139,7 +139,10 @@ def bare_run(shape, corpus, args, hp, micro: int) -> float:
             start = time.perf_counter()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         total = torch.zeros((), device=device)
-        for xm, ym in zip(x.split(micro), y.split(micro)):
+        parts = list(zip(x.split(micro), y.split(micro)))
+        if len(parts) > 1:
+            own_grads(model.parameters())
+        for xm, ym in parts:
             with autocast:
                 loss = loss_fn(xm, ym, chunk_rows=hp["loss_chunk_rows"]) * (ym.numel() / y.numel())
             loss.backward()

@@ -16,6 +16,7 @@
 set -euo pipefail
 out=${1:?usage: bash scripts/gpu_bench.sh OUT PART...}; shift
 work=${WORK:-/tmp/scaling-lab-gpu-bench}
+py=${PYTHON:-python3}  # the GPU machine's python3 is the interpreter that holds its CUDA torch
 mkdir -p "$out" "$work"
 export SCALING_LAB_CACHE=${SCALING_LAB_CACHE:-$work/cache} PYTHONUNBUFFERED=1
 yardstick=(--device cuda --vocab 50304 --block 1024 --batch 64 --warmup 10 --steps 30 --compile-mode reduce-overhead
@@ -32,8 +33,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 # Each part returns non-zero on failure; the parts after it still run (a call is too dear to stop at the first).
 yardstick_part() {  # NAME SIZES: the table covers the sizes measured before any failure
   local rc=0
-  python scripts/bench_throughput.py "${yardstick[@]}" --sizes "$2" 2>&1 | tee "$out/$1.log" || rc=$?
-  python scripts/throughput_table.py "$out/$1.log" | tee "$out/$1.md" || rc=1
+  "$py" scripts/bench_throughput.py "${yardstick[@]}" --sizes "$2" 2>&1 | tee "$out/$1.log" || rc=$?
+  "$py" scripts/throughput_table.py "$out/$1.log" | tee "$out/$1.md" || rc=1
   return "$rc"
 }
 
@@ -41,12 +42,12 @@ sweep_part() {
   local results=$work/h100_quick start rc=0
   start=$(date +%s)
   # SIGTERM at the limit: the packed launcher passes it on, each run checkpoints and stops within seconds
-  timeout --kill-after=20 "${SWEEP_LIMIT_S:-450}" python -m scaling_lab.cli sweep sweep=h100_quick \
+  timeout --kill-after=20 "${SWEEP_LIMIT_S:-450}" "$py" -m scaling_lab.cli sweep sweep=h100_quick \
     results_dir="$results" logger=none progress=false || rc=$?
   echo "h100_quick wall time: $(( $(date +%s) - start )) s (exit code $rc; 124 = stopped at SWEEP_LIMIT_S)"
-  python -m scaling_lab.cli status results_dir="$results" || true
+  "$py" -m scaling_lab.cli status results_dir="$results" || true
   if [ "$rc" -ne 0 ]; then  # stopped or failed: fit whatever completed, so that the call still brings a report
-    timeout 60 python -m scaling_lab.cli fit input="$results" || echo "fit of the partial sweep failed"
+    timeout 60 "$py" -m scaling_lab.cli fit input="$results" || echo "fit of the partial sweep failed"
   fi
   if [ -f "$results/fit/report.md" ]; then cp "$results/fit/report.md" "$out/h100_quick-report.md"; fi
   return "$rc"
@@ -56,11 +57,11 @@ failed=()
 for part in "$@"; do
   echo "=== gpu_bench.sh $part ($(date -u +%H:%M:%S))"
   case $part in
-    test) python -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tee "$out/test.log" ;;
+    test) "$py" -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tee "$out/test.log" ;;
     yardstick-small) yardstick_part yardstick-small gpt-7m,gpt-16m,gpt-30m ;;
     yardstick-large) yardstick_part yardstick-large gpt-51m,gpt-124m,gpt-253m ;;
     packing) rm -rf "$work/packing"  # fresh runs: completed ones would be skipped, not measured
-             python scripts/bench_packing.py --ks 1,2,4 --size small-1 --tokens 2e7 --results "$work/packing" -- \
+             "$py" scripts/bench_packing.py --ks 1,2,4 --size small-1 --tokens 5e7 --results "$work/packing" -- \
                model.block_size=1024 train.batch_size=64 2>&1 | tee "$out/packing.log" ;;
     sweep) sweep_part 2>&1 | tee "$out/sweep.log" ;;
   esac || failed+=("$part")
