@@ -20,6 +20,7 @@ README's Markdown table.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import platform
@@ -45,6 +46,9 @@ from scaling_lab.train.module import GPTModule, compile_enabled, own_grads
 from scaling_lab.train.schedule import multiplier
 
 warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # the benchmark trains only
+# the Lightning and the bare path compile the same loss for each size; past dynamo's default of 8 compilations of one
+# function it would silently run the rest eagerly and time that
+torch._dynamo.config.recompile_limit = 64
 
 # nanoGPT + torch.compile + bf16 autocast + fused AdamW on one H100 80GB, vocabulary 50,304, context 1,024,
 # 64 sequences per step (issue 5's table): tokens/s to compare against at exactly that shape
@@ -68,6 +72,15 @@ def measured_peak_flops(device: str, dtype: torch.dtype, n: int = 4096, reps: in
         _sync(device)
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
     return best
+
+
+def release_compiled(device: str) -> None:
+    """Drop the previous size's compiled code and CUDA-graph memory pools, so that this size's `auto` micro-batch sees
+    the whole device free, as a fresh training process would."""
+    gc.collect()
+    torch._dynamo.reset()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _sync(device: str) -> None:
@@ -199,6 +212,7 @@ def main() -> None:
             needed = (args.warmup + args.steps) * args.batch * (args.block + 1) + args.block
             corpus = token_corpus(args.vocab, max(needed, 128 * 1024), Path(tmp))
             per_token = accounting.train_flops_per_token(shape, "6N_attention")
+            release_compiled(args.device)
             lightning, micro = lightning_run(shape, corpus, args, hp)
             results = {"lightning": lightning, "bare": bare_run(shape, corpus, args, hp, micro)}
             row = {"size": name, "params": accounting.params_total(shape), "micro_batch": micro,

@@ -5,10 +5,10 @@
 #   bash scripts/gpu_bench.sh OUT yardstick-large
 #   bash scripts/gpu_bench.sh OUT sweep
 # Parts: test (the GPU tests), yardstick-small / yardstick-large (Lightning vs bare loop vs nanoGPT's table at the
-# issue's shapes, CUDA graphs on; each also writes its Markdown table), packing (aggregate tokens/s of 1, 2, 4 runs
-# of the smallest size on one GPU, steady rates), sweep (sweep=h100_quick end to end from a cold token cache, timed,
-# fit included; past SWEEP_LIMIT_S seconds (default 450) it is stopped and what finished is fitted, so that the call
-# still reports within its 10 minutes).
+# issue's shapes, CUDA graphs on; each also writes its Markdown table), packing (aggregate steady tokens/s of 1, 4,
+# then 2 runs of the smallest size on one GPU: a call cut short still has the target's k=4), sweep (sweep=h100_quick
+# end to end from a cold token cache, timed, fit included; past SWEEP_LIMIT_S seconds (default 450) it is stopped and
+# what finished is fitted, so that the call still reports within its 10 minutes).
 # OUT receives only small flat files (a device call returns at most 8): gpu.txt, PART.log, yardstick-*.md and
 # h100_quick-report.md; all five parts in one call would make 9 (and take far longer than 10 minutes). Token caches,
 # run directories and checkpoints go to WORK (default /tmp/scaling-lab-gpu-bench); on a machine still warm from an
@@ -61,7 +61,7 @@ for part in "$@"; do
     yardstick-small) yardstick_part yardstick-small gpt-7m,gpt-16m,gpt-30m ;;
     yardstick-large) yardstick_part yardstick-large gpt-51m,gpt-124m,gpt-253m ;;
     packing) rm -rf "$work/packing"  # fresh runs: completed ones would be skipped, not measured
-             "$py" scripts/bench_packing.py --ks 1,2,4 --size small-1 --tokens 5e7 --results "$work/packing" -- \
+             "$py" scripts/bench_packing.py --ks 1,4,2 --size small-1 --tokens 5e7 --results "$work/packing" -- \
                model.block_size=1024 train.batch_size=64 2>&1 | tee "$out/packing.log" ;;
     sweep) sweep_part 2>&1 | tee "$out/sweep.log" ;;
   esac || failed+=("$part")
