@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lent GPU machine (Python 3.12, CUDA torch, lightning; no network) lacks hydra-core, wandb, datasets, submitit
 # and some of their needs; everything else the project imports is already there (tokenizers, cloudpickle, scipy,
-# matplotlib, pytest, pyarrow, pandas, fsspec, huggingface_hub: /work/.library/device/KINDS.md).
+# matplotlib, pytest, pyarrow, pandas, fsspec, huggingface_hub; the machine's package list of 2026-11-17).
 #   bash scripts/gpu_setup.sh fetch     # here, with network: wheels for Python 3.12 / x86-64 into .whl (~27 MB)
 #   bash scripts/gpu_setup.sh install   # there, offline, from the repo root with .whl carried: wheels, then this
 #                                       # project without its dependencies (the machine's CUDA torch stays), then a
