@@ -41,7 +41,9 @@ FIELDS: list[tuple[str, str, bool, str]] = [
                              "repeated (some training data seen more than once)"),
     ("seed", "integer", True, "global seed (model init and data order)"),
     ("wall_time_s", "number", True, "seconds from start of training to the record being written"),
-    ("throughput", "object", False, "tokens_per_s and flops_per_s over the run"),
+    ("throughput", "object", False, "tokens_per_s and flops_per_s over this process's training (start-up and "
+                                    "compilation included); steady_tokens_per_s after its first steps, validation "
+                                    "excluded (scaling_lab/train/throughput.py; null for a run of a few steps)"),
     ("hardware", "object", True, "accelerator, device name, CPU count, platform"),
     ("versions", "object", True, "python, torch, lightning, hydra, wandb, datasets, scaling_lab"),
     ("git_commit", "string", False, "commit of the scaling-lab checkout (null when not a git checkout)"),

@@ -6,10 +6,10 @@
 
 For each k: one `scaling-lab sweep` of k runs of the same size and budget (seeds 0..k-1, so k distinct run ids)
 with `hydra/launcher=packed trainer.runs_per_device=k`, all k starting together on one device. Per k it prints the
-runs' own training tokens/s (from each record's `throughput`, measured over its training loop while the others
-ran beside it), their sum (the aggregate), the aggregate over one run of the first k (list 1 first), and the
-end-to-end rate: all tokens over the wall time from the first process start to the last process end (start-up,
-data and compilation included).
+runs' own steady training tokens/s (each record's `throughput.steady_tokens_per_s`: after its first steps, while the
+others ran beside it, validation left out), their sum (the aggregate), the aggregate over one run of the first k
+(list 1 first), the same sum over the runs' whole training loops (compilation included), and the end-to-end rate:
+all tokens over the wall time from the first process start to the last process end (start-up and data included).
 Issue 5, target 3: the aggregate for the smallest size should reach >= 2x a single run. Anything after `--` is
 passed to every sweep as Hydra overrides.
 """
@@ -40,9 +40,12 @@ def sweep(k: int, args: argparse.Namespace, extra: list[str], results: Path) -> 
     if len(recs) != k or any(r["status"] != "completed" for r in recs):
         sys.exit(f"k={k}: expected {k} completed runs in {results}, got {[r['status'] for r in recs]}")
     jobs = [json.loads(line) for path in results.glob(f".hydra/*/{JOURNAL}") for line in path.read_text().splitlines()]
-    per_run = [r["throughput"]["tokens_per_s"] for r in recs]
+    per_run = [r["throughput"]["steady_tokens_per_s"] for r in recs]
+    if None in per_run:
+        sys.exit(f"k={k}: a run too short for a steady rate; raise --tokens")
     wall = max(j["ended"] for j in jobs) - min(j["started"] for j in jobs)
     return {"k": k, "params": recs[0]["params"], "per_run": per_run, "aggregate": sum(per_run),
+            "whole_loops": sum(r["throughput"]["tokens_per_s"] for r in recs),
             "end_to_end": sum(r["tokens"] for r in recs) / wall, "wall": wall,
             "device": recs[0]["hardware"].get("device")}
 
@@ -64,11 +67,12 @@ def main() -> None:
         if len(rows) == 1:
             print(f"{args.size} (N = {r['params']:,}), {int(args.tokens):,} tokens per run, on {r['device']} "
                   f"({os.cpu_count()} CPUs); results in {root}")
-            print(f"{'k':>3} {'per-run tokens/s':>28} {'aggregate':>12} {'vs k=' + str(r['k']):>7} {'end-to-end':>12} {'wall':>7}")
+            print(f"{'k':>3} {'per-run steady tokens/s':>40} {'aggregate':>12} {'vs k=' + str(r['k']):>7} "
+                  f"{'whole loops':>12} {'end-to-end':>12} {'wall':>7}")
         single = rows[0]["aggregate"] / rows[0]["k"]
         per_run = ", ".join(f"{t:,.0f}" for t in r["per_run"])
-        print(f"{r['k']:>3} {per_run:>28} {r['aggregate']:>12,.0f} {r['aggregate'] / single:>6.2f}x "
-              f"{r['end_to_end']:>12,.0f} {r['wall']:>6.1f}s", flush=True)
+        print(f"{r['k']:>3} {per_run:>40} {r['aggregate']:>12,.0f} {r['aggregate'] / single:>6.2f}x "
+              f"{r['whole_loops']:>12,.0f} {r['end_to_end']:>12,.0f} {r['wall']:>6.1f}s", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,17 @@ scheduler, a host sync every --log-every steps, and the same pinned batches read
 One line per size: tokens/s, TFLOP/s and MFU of each path, Lightning / bare, and for the gpt-* sizes at the issue's
 yardstick shapes, Lightning / nanoGPT's measured tokens/s. FLOPs per token follow the `6N_attention` convention
 (6N + 12 L d T, PaLM App. B), as nanoGPT's MFU does; the peak is measured here (dense matmuls in the training dtype),
-not taken from a spec sheet. --json adds one JSON object per size.
+not taken from a spec sheet. --json adds one JSON object per size; scripts/throughput_table.py turns those into the
+README's Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
+import platform
 import tempfile
 import time
 import warnings
@@ -39,10 +42,13 @@ from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
 from scaling_lab.train.checkpoint import ResumableBatches
-from scaling_lab.train.module import GPTModule, compile_enabled
+from scaling_lab.train.module import GPTModule, compile_enabled, own_grads
 from scaling_lab.train.schedule import multiplier
 
 warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # the benchmark trains only
+# the Lightning and the bare path compile the same loss for each size; past dynamo's default of 8 compilations of one
+# function it would silently run the rest eagerly and time that
+torch._dynamo.config.recompile_limit = 64
 
 # nanoGPT + torch.compile + bf16 autocast + fused AdamW on one H100 80GB, vocabulary 50,304, context 1,024,
 # 64 sequences per step (issue 5's table): tokens/s to compare against at exactly that shape
@@ -66,6 +72,15 @@ def measured_peak_flops(device: str, dtype: torch.dtype, n: int = 4096, reps: in
         _sync(device)
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
     return best
+
+
+def release_compiled(device: str) -> None:
+    """Drop the previous size's compiled code and CUDA-graph memory pools, so that this size's `auto` micro-batch sees
+    the whole device free, as a fresh training process would."""
+    gc.collect()
+    torch._dynamo.reset()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _sync(device: str) -> None:
@@ -137,7 +152,10 @@ def bare_run(shape, corpus, args, hp, micro: int) -> float:
             start = time.perf_counter()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         total = torch.zeros((), device=device)
-        for xm, ym in zip(x.split(micro), y.split(micro)):
+        parts = list(zip(x.split(micro), y.split(micro)))
+        if len(parts) > 1:
+            own_grads(model.parameters())
+        for xm, ym in parts:
             with autocast:
                 loss = loss_fn(xm, ym, chunk_rows=hp["loss_chunk_rows"]) * (ym.numel() / y.numel())
             loss.backward()
@@ -181,7 +199,8 @@ def main() -> None:
           "micro_batch_size": args.micro_batch}
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     peak = measured_peak_flops(args.device, dtype)
-    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}), torch "
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    print(f"device {args.device} ({device_name}), torch "
           f"{torch.__version__}, measured {dtype} matmul peak {peak / 1e12:.3f} TFLOP/s, batch {args.batch} x "
           f"{args.block} tokens, vocab {args.vocab}, {args.steps} timed steps, compile={args.compile} "
           f"mode={args.compile_mode}, loss_chunk_rows={args.loss_chunk_rows}", flush=True)
@@ -193,6 +212,7 @@ def main() -> None:
             needed = (args.warmup + args.steps) * args.batch * (args.block + 1) + args.block
             corpus = token_corpus(args.vocab, max(needed, 128 * 1024), Path(tmp))
             per_token = accounting.train_flops_per_token(shape, "6N_attention")
+            release_compiled(args.device)
             lightning, micro = lightning_run(shape, corpus, args, hp)
             results = {"lightning": lightning, "bare": bare_run(shape, corpus, args, hp, micro)}
             row = {"size": name, "params": accounting.params_total(shape), "micro_batch": micro,
@@ -204,13 +224,15 @@ def main() -> None:
                       f"{flops / peak:>7.1%} {micro:>5}")
             line = f"{name:<10} lightning / bare = {row['lightning_over_bare']:.3f}"
             if at_yardstick and name in YARDSTICK:
+                row["yardstick_tokens_per_s"] = YARDSTICK[name]
                 row["lightning_over_yardstick"] = results["lightning"] / YARDSTICK[name]
                 line += f", lightning / nanoGPT yardstick = {row['lightning_over_yardstick']:.3f}"
             print(line, flush=True)
             if args.json:
                 settings = {k: v for k, v in vars(args).items() if k not in ("sizes", "json")}
-                print(json.dumps({**row, "device": args.device, "peak_tflops": peak / 1e12, "settings": settings}),
-                      flush=True)
+                print(json.dumps({**row, "device": args.device, "device_name": device_name, "torch": torch.__version__,
+                                  "date": time.strftime("%Y-%m-%d", time.gmtime()), "peak_tflops": peak / 1e12,
+                                  "settings": settings}), flush=True)
             if not math.isfinite(row["lightning_over_bare"]):
                 raise SystemExit(f"{name}: no finite throughput")
 

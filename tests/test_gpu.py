@@ -63,3 +63,40 @@ def test_compiled_bf16_steps_through_the_trainer_learn(compile_mode):
     assert all(map(math.isfinite, losses.seen)) and losses.seen[-1] < losses.seen[0] - 0.5, losses.seen
     assert len(module.val_curve) == 1 and math.isfinite(module.val_curve[0][1])
     assert set(module.state_dict()) == set(GPTModule(SHAPE, hp, STEPS, 1.0).state_dict())  # compiled, keys kept
+
+
+class GradNorms(L.Callback):
+    """The global gradient norm before clipping, at every optimizer step."""
+
+    def __init__(self):
+        self.seen: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # callbacks run before the module's clipping
+        self.seen.append(float(torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in pl_module.parameters() if p.grad is not None]))))
+
+
+def _grad_norms(compile_mode: str | None, micro: int) -> list[float]:
+    tokens = np.random.default_rng(0).integers(0, SHAPE.vocab_size, 65536).astype(np.uint16)
+    corpus = TokenCorpus(train=tokens, val=tokens[:4096], vocab_size=SHAPE.vocab_size, meta={}, built=True)
+    dm = TokenDataModule(corpus, SHAPE.block_size, BATCH, STEPS * BATCH * SHAPE.block_size, seed=0,
+                         val_tokens=SHAPE.block_size)
+    hp = {"lr": 1e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
+          "schedule": "cosine", "total_steps": STEPS, "warmup_steps": 1, "min_lr_frac": 0.1, "divergence_factor": 1.5,
+          "log_every": 1, "batch_size": BATCH, "compile": compile_mode is not None,
+          "compile_mode": compile_mode or "default", "micro_batch_size": micro, "loss_chunk_rows": 256}
+    L.seed_everything(0, verbose=False)
+    module = GPTModule(SHAPE, hp, total_steps=STEPS, flops_per_token=1.0)
+    trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=STEPS, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[norms := GradNorms()])
+    trainer.fit(module, train_dataloaders=ResumableBatches(dm.train_dataloader().dataset, pin=True))
+    assert module.micro_batch_size == micro
+    return norms.seen
+
+
+def test_cuda_graphs_accumulate_micro_batches_like_one_batch():
+    # reduce-overhead replays one CUDA graph per micro-batch; the summed gradient must be the whole batch's
+    reference = _grad_norms(None, BATCH)
+    for mode in ("default", "reduce-overhead"):
+        assert _grad_norms(mode, 4) == pytest.approx(reference, rel=2e-2), mode

@@ -29,7 +29,7 @@ LONG = ["model.name=tiny-1", "train.batch_size=2", "data.val_tokens=2048", "data
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("packed-token-cache")
-    return isolated_env(cache, drop=("WANDB_", "CUDA_"))
+    return isolated_env(cache, drop=("WANDB_", "CUDA_", "OMP_NUM_THREADS"))
 
 
 def load(results) -> dict[str, dict]:
@@ -61,7 +61,9 @@ def epoch(iso: str) -> float:
 @pytest.mark.slow
 def test_packed_sweep_trains_the_same_runs_in_separate_processes_two_at_a_time(tmp_path, env):
     basic, packed = tmp_path / "basic", tmp_path / "packed"
-    assert cli("sweep", *SMOKE, f"results_dir={basic}", env=env).returncode == 0
+    threads = max(1, os.cpu_count() // 2)  # what the packed launcher gives each of its 2 children
+    # the same thread count as the children: CPU float sums depend on it (by ~1e-6), the launcher must not
+    assert cli("sweep", *SMOKE, f"results_dir={basic}", env={**env, "OMP_NUM_THREADS": str(threads)}).returncode == 0
     proc = start("sweep", *SMOKE, *PACKED, f"results_dir={packed}", env=env)
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 0, out[-3000:]
@@ -78,6 +80,7 @@ def test_packed_sweep_trains_the_same_runs_in_separate_processes_two_at_a_time(t
     assert len(pids) == 4 and proc.pid not in pids  # a fresh process per run, none of them the launcher
     assert most_at_once([(j["started"], j["ended"]) for j in jobs]) == 2
     for run_id, record in got.items():  # each run trained inside the process the journal names, by its claim
+        assert record["hardware"]["torch_threads"] == threads
         job = pids[claim_pid(packed, run_id)]
         assert int(job["started"]) <= epoch(record["started_at"]) <= epoch(record["finished_at"]) <= job["ended"] + 1
 

@@ -1,7 +1,9 @@
 """The training step through Lightning's Trainer: micro-batches accumulate to the same optimizer step as one batch,
-the micro-batch memory model, and the speed knobs' config checks."""
+the micro-batch memory model, the steady-rate timer, and the speed knobs' config checks."""
 
 from __future__ import annotations
+
+import time
 
 import lightning as L
 import numpy as np
@@ -12,9 +14,10 @@ from scaling_lab import accounting
 from scaling_lab.data import TokenDataModule
 from scaling_lab.data.prepare import TokenCorpus
 from scaling_lab.model.config import ModelConfig
-from scaling_lab.train import micro_batch
+from scaling_lab.train import micro_batch, throughput
 from scaling_lab.train.module import GPTModule
 from scaling_lab.train.run import ConfigError
+from scaling_lab.train.throughput import SteadyRate
 
 SHAPE = ModelConfig(n_layer=2, d_model=32, n_head=2, vocab_size=61, block_size=16)
 HP = {"lr": 3e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0,
@@ -76,6 +79,19 @@ def test_auto_micro_batch_is_the_largest_that_fits_the_runs_share_of_memory():
     assert micro_batch.resolve("auto", 12) is None
 
 
+def test_auto_micro_batch_of_a_packed_run_fits_its_share_of_the_free_memory():
+    gib = 2**30
+    probes = {4: 3 * gib, 8: 5 * gib}  # 1 GiB fixed (weights' gradients, one loss chunk), 0.5 GiB per sequence
+    # alone on 80 GiB free: the whole batch of 64 fits
+    assert micro_batch.choose(probes, free=80 * gib, runs_per_device=1, optimizer_bytes=1 * gib, batch=64) == 64
+    # one of 5 packed runs: 0.85 x 16 GiB = 13.6 GiB, less 1 GiB fixed and 1 GiB of AdamW moments, holds 23 sequences;
+    # a batch of 64 then takes 3 micro-batches, evened out to 22 + 22 + 20
+    assert micro_batch.choose(probes, free=80 * gib, runs_per_device=5, optimizer_bytes=1 * gib, batch=64) == 22
+    # 40 runs: a 1.7 GiB share cannot hold even one sequence (2.5 GiB): one line naming the key, no OOM later
+    with pytest.raises(ConfigError, match="one sequence needs 2.50 GiB, this run's share of the device is 1.70 GiB"):
+        micro_batch.choose(probes, free=80 * gib, runs_per_device=40, optimizer_bytes=1 * gib, batch=64)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -116,3 +132,41 @@ def test_compiled_fused_loss_steps_match_eager_and_keep_the_checkpoint_keys():
     for (name, a), b in zip(eager.model.named_parameters(), compiled.model.parameters()):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=name)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints load either way
+
+
+class _Stalls(L.Callback):
+    """A clock that jumps 100 s in the first step (as compilation takes long) and in every validation pass."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def perf_counter(self) -> float:
+        return time.perf_counter() + self.offset
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 0:
+            self.offset += 100
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.offset += 100
+
+
+def test_steady_rate_leaves_out_the_first_steps_and_validation(monkeypatch):
+    steps, tokens_per_step = 16, HP["batch_size"] * SHAPE.block_size
+    tokens = np.random.default_rng(0).integers(0, SHAPE.vocab_size, 8192).astype(np.uint16)
+    corpus = TokenCorpus(train=tokens, val=tokens[:512], vocab_size=SHAPE.vocab_size, meta={}, built=True)
+    dm = TokenDataModule(corpus, SHAPE.block_size, HP["batch_size"], steps * tokens_per_step, seed=0,
+                         val_tokens=SHAPE.block_size)
+    module = GPTModule(SHAPE, {**HP, "total_steps": steps}, total_steps=steps, flops_per_token=1.0)
+    stalls, steady = _Stalls(), SteadyRate(tokens_per_step)
+    monkeypatch.setattr(throughput, "time", stalls)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, val_check_interval=4,
+                        num_sanity_val_steps=0, callbacks=[stalls, steady])
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    real = time.perf_counter() - start
+    assert stalls.offset == 500  # the first step and four validation passes, three of them inside the timed steps
+    assert steady.skip == 4 and steady.steps == 12  # a quarter of the steps left out
+    timed = steady.steps * tokens_per_step / steady.tokens_per_s()
+    assert 0 < timed < real  # none of the jumps: only the real time of the 12 steps

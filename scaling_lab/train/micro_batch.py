@@ -62,9 +62,17 @@ def measure_cuda(step: Callable[[int], None], device: torch.device, runs_per_dev
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        step(m)
+        try:
+            step(m)
+        except torch.cuda.OutOfMemoryError:
+            raise ConfigError(f"train.micro_batch_size=auto: a probe step of {m} sequences ran out of device memory; "
+                              "set train.micro_batch_size, or lower trainer.runs_per_device") from None
         torch.cuda.synchronize(device)
         probes[m] = torch.cuda.max_memory_allocated(device) - base
     torch.cuda.empty_cache()
-    budget = SAFETY * free / runs_per_device
-    return balanced(largest_fitting(probes, budget, optimizer_bytes), batch)
+    return choose(probes, free, runs_per_device, optimizer_bytes, batch)
+
+
+def choose(probes: dict[int, float], free: float, runs_per_device: int, optimizer_bytes: float, batch: int) -> int:
+    """The micro-batch from two probes: the largest that fits this run's share of the device's free bytes, balanced."""
+    return balanced(largest_fitting(probes, SAFETY * free / runs_per_device, optimizer_bytes), batch)

@@ -85,6 +85,8 @@ class GPTModule(L.LightningModule):
         if not len(y):  # fewer sequences than ranks: a zero share still joins the gradient all-reduce
             x, y, weight = x.new_zeros(1, x.shape[1]), y.new_zeros(1, y.shape[1]), 0.0
         parts = list(zip(x.split(self.micro_batch_size), y.split(self.micro_batch_size)))
+        if len(parts) > 1:
+            own_grads(self.model.parameters())
         total = torch.zeros((), device=self.device)
         for i, (xm, ym) in enumerate(parts):
             with self._no_sync_unless(i == len(parts) - 1):
@@ -166,3 +168,12 @@ class GPTModule(L.LightningModule):
 def compile_enabled(setting: bool | str, device: torch.device) -> bool:
     """train.compile: auto = on CUDA only (on CPU, compilation costs more than tiny models win)."""
     return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def own_grads(parameters) -> None:
+    """Zeroed .grad buffers before accumulating micro-batches: otherwise autograd adopts the first micro-batch's
+    gradient tensor as .grad, and under CUDA graphs (compile_mode reduce-overhead) that tensor is a graph output
+    which the next micro-batch's replay overwrites (pytorch/pytorch#169545: wrong sums or a RuntimeError)."""
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)

@@ -22,6 +22,7 @@ from scaling_lab.train import branching, checkpoint, device, hparams, ranks
 from scaling_lab.train.module import GPTModule
 from scaling_lab.train.run import ConfigError, RunSpec
 from scaling_lab.train.schedule import cooldown_start, cooldown_steps_for, warmup_steps_of
+from scaling_lab.train.throughput import SteadyRate
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
     logger = tracking.wandb_logger(spec, config={"model": shape.to_dict(), "train": hp, "data": spec.data,
                                                  "seed": spec.seed, "run_id": spec.run_id}) if track else None
     devices = spec.trainer["devices"]
+    steady = SteadyRate(step_tokens)
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, precision=precision, max_steps=dm.steps, max_epochs=1,
         # ranks split each batch themselves (GPTModule._accumulate): no DistributedSampler
@@ -87,7 +89,7 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
         callbacks=[checkpoint.AtomicCheckpoint(layout.checkpoint_path(spec.results_dir, spec.run_id),
                                                t["checkpoint_every"]), origin,
                    branching.TrunkSnapshots([branching.snapshot(spec.run_id, b, corpus, batch_size) for b in branches],
-                                            dm.val_dataloader())],
+                                            dm.val_dataloader()), steady],
         val_check_interval=eval_every, num_sanity_val_steps=0,
         deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
@@ -117,7 +119,8 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
         "hparams_source": hp_source,
         "data": dm.record_meta,
         "throughput": {"tokens_per_s": tokens_this_process / train_seconds,
-                       "flops_per_s": tokens_this_process * module.flops_per_token / train_seconds},
+                       "flops_per_s": tokens_this_process * module.flops_per_token / train_seconds,
+                       "steady_tokens_per_s": steady.tokens_per_s()},
         "wandb": wandb_info,
         "branch": origin.record(module.tokens_seen),
     }
