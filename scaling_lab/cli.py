@@ -57,7 +57,7 @@ def _train_task(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from scaling_lab.sweep.branch import train_group
-    from scaling_lab.sweep.claim import Busy
+    from scaling_lab.claim import Busy
     from scaling_lab.train.run import RunSpec, train
 
     try:
@@ -77,13 +77,15 @@ def _train_task(cfg: DictConfig) -> None:
 
 def train_cmd(overrides: list[str]) -> int:
     from scaling_lab import layout
-    from scaling_lab.sweep import claim
+    from scaling_lab import claim
+    from scaling_lab.train import device
     from scaling_lab.train.run import RunSpec
 
     if any(arg.startswith("-") for arg in overrides):  # Hydra's own flags (--cfg job, --help, --info) print and exit
         _hydra_main(_train_task, overrides)
         return 0
     spec = RunSpec.from_config(_compose("main", overrides))  # one clear line for a bad config, before any work
+    device.accelerator(spec.accelerator)
     layout.check_writable(spec.results_dir)
     holder = claim.live_holder(layout.claim_path(spec.results_dir, spec.run_id))
     if holder is not None:

@@ -41,6 +41,7 @@ from scaling_lab.data.prepare import TokenCorpus
 from scaling_lab.model import mup
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.model.gpt import GPT
+from scaling_lab.train import device as devices
 from scaling_lab.train.checkpoint import ResumableBatches
 from scaling_lab.train.module import GPTModule, compile_enabled, own_grads
 from scaling_lab.train.schedule import multiplier
@@ -126,7 +127,7 @@ def lightning_run(shape, corpus, args, hp) -> tuple[float, int]:
                        flops_per_token=accounting.train_flops_per_token(shape, "6N_attention"))
     timer = StepTimer(args.warmup)
     trainer = L.Trainer(accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
-                        precision="bf16-mixed" if args.device == "cuda" else "32-true", max_steps=steps,
+                        precision=hp["precision"], max_steps=steps,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(module, train_dataloaders=batches(shape, corpus, args))
@@ -145,7 +146,8 @@ def bare_run(shape, corpus, args, hp, micro: int) -> float:
     loss_fn = model.loss
     if compile_enabled(hp["compile"], device):
         loss_fn = torch.compile(model.loss, mode=hp["compile_mode"], dynamic=False)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast_dtype = devices.AUTOCAST.get(hp["precision"])  # what Lightning's precision plugin autocasts to
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     for i, (x, y) in enumerate(batches(shape, corpus, args)):
         if i == args.warmup:
             _sync(args.device)
@@ -197,7 +199,8 @@ def main() -> None:
           "batch_size": args.batch, "compile": {"true": True, "false": False}.get(args.compile, "auto"),
           "compile_mode": args.compile_mode, "loss_chunk_rows": args.loss_chunk_rows,
           "micro_batch_size": args.micro_batch}
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    hp["precision"] = devices.precision(hp["precision"], "gpu" if args.device == "cuda" else "cpu")
+    dtype = devices.AUTOCAST.get(hp["precision"], torch.float32)
     peak = measured_peak_flops(args.device, dtype)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     print(f"device {args.device} ({device_name}), torch "

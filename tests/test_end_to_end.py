@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from scaling_lab import layout, records
 from support import cli, isolated_env
@@ -132,6 +133,7 @@ def test_training_is_deterministic_given_the_seed(tmp_path, env):
         ("train.tokens=-5", "train.tokens must be a positive number"),
         ("train.tokens=100", "less than one sequence"),
         ("sweep=nope", "sweep"),
+        ("accelerator=tpu", "accelerator='tpu' is not one of"),
     ],
 )
 def test_bad_config_fails_before_training_with_one_line(tmp_path, capsys, override, message):
@@ -142,3 +144,30 @@ def test_bad_config_fails_before_training_with_one_line(tmp_path, capsys, overri
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("command", [["train"], ["sweep", "sweep=smoke"], ["sweep", "sweep=smoke", "plan=true"],
+                                     ["sweep", "sweep=smoke", "hydra/launcher=packed"]])
+def test_a_gpu_that_is_not_there_fails_in_one_line_before_any_work(tmp_path, capsys, command):
+    from scaling_lab.cli import main
+
+    assert main([*command, "accelerator=gpu", f"results_dir={tmp_path / 'r'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "accelerator=gpu, but torch" in lines[0] and "sees no CUDA GPU" in lines[0], lines
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_cluster_job_without_its_gpu_leaves_no_record(tmp_path):
+    # a SLURM job whose node lacks the GPU: the launch could not check it, the job fails before a record exists
+    from hydra import compose, initialize_config_dir
+
+    from scaling_lab.conf_dir import CONF_DIR
+    from scaling_lab.train.run import ConfigError, RunSpec, train
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("main", overrides=["accelerator=gpu", f"results_dir={tmp_path}", "logger=none"])
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        train(RunSpec.from_config(cfg))
+    assert not list(tmp_path.iterdir())

@@ -15,9 +15,8 @@ import time
 
 import pytest
 
-from scaling_lab import layout, records, tracking
+from scaling_lab import claim, layout, records, tracking
 from scaling_lab.cli import main
-from scaling_lab.sweep import claim
 from scaling_lab.sweep.status import render
 from support import cli, isolated_env, start
 
@@ -291,7 +290,7 @@ def test_a_claim_is_exclusive_names_its_holder_and_dies_with_its_process(tmp_pat
     assert claim.live_holder(lock) is None
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from scaling_lab.sweep import claim; h = claim.hold(Path(sys.argv[1])); "
+                               "from scaling_lab import claim; h = claim.hold(Path(sys.argv[1])); "
                                "h.__enter__(); print('held', flush=True); time.sleep(600)", str(lock)],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

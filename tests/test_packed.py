@@ -12,9 +12,8 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from scaling_lab import layout, records
+from scaling_lab import claim, layout, records
 from scaling_lab.cli import main
-from scaling_lab.sweep import claim
 from scaling_lab.sweep.packed import JOURNAL, PackedLauncher
 from support import cli, isolated_env, start
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from hydra import compose
 from omegaconf import DictConfig, open_dict
 
-from scaling_lab.sweep.claim import Busy
+from scaling_lab.claim import Busy
 from scaling_lab.train.run import FINISHED, ConfigError, RunSpec, existing_record, train
 from scaling_lab.train.schedule import cooldown_start
 

@@ -11,7 +11,12 @@ from omegaconf import OmegaConf
 
 from scaling_lab.data import TokenCorpus, prepare_corpus
 from scaling_lab.sweep import branch, designs, grid, packed
+from scaling_lab.train import device
 from scaling_lab.train.run import ConfigError
+
+# Hydra launchers whose jobs run on this machine (basic, joblib, submitit's local one, packed): a GPU they need must
+# be here. A cluster launcher's jobs find their GPUs on the nodes, so a CPU login node can submit them.
+_LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher", "LocalLauncher", packed.PackedLauncher.__name__)
 
 
 @dataclass
@@ -33,12 +38,15 @@ class Sweep:
 
 def prepare(config_name: str, overrides: list[str]) -> Sweep:
     cfg = OmegaConf.to_container(grid.preset(config_name, overrides), resolve=True)
+    launcher = grid.launcher(config_name, overrides)
+    if launcher._target_.rsplit(".", 1)[-1] in _LOCAL_LAUNCHERS:
+        device.accelerator(cfg["accelerator"])  # accelerator=gpu without one: one line, before any corpus is built
     corpus = design = None
     if cfg["sweep"].get("design"):
         corpus = prepare_corpus(cfg["data"])  # the vocabulary sizes the shapes
         design = designs.from_config(cfg, corpus.vocab_size)
     sweep = Sweep(cfg, None, "", [], overrides, overrides, design, corpus,
-                  packed.concurrent_jobs(grid.launcher(config_name, overrides), cfg["accelerator"]))
+                  packed.concurrent_jobs(launcher, cfg["accelerator"]))
     if design is not None:
         designs.check_overrides(overrides)
         add_runs(sweep, config_name, design.runs(corpus.vocab_size))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from scaling_lab import layout, records
-from scaling_lab.sweep import claim
+from scaling_lab import claim, layout, records
 
 ORDER = ("completed", "running", "failed", "diverged", "pending")
 

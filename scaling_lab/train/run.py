@@ -2,7 +2,7 @@
 
 Order matters: everything that can be checked cheaply is checked before the corpus is built or a model trained,
 and a finished record (completed or diverged) is never overwritten: a re-launch of the same config returns it.
-A run is trained under its claim (scaling_lab/sweep/claim.py), so two launches never train it at the same time.
+A run is trained under its claim (scaling_lab/claim.py), so two launches never train it at the same time.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from scaling_lab import accounting, layout, provenance, records
+from scaling_lab import accounting, claim, layout, provenance, records
 from scaling_lab.data.config import DataConfig
 from scaling_lab.model.config import ModelConfig
-from scaling_lab.sweep import claim
 from scaling_lab.train.schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -27,6 +26,7 @@ log = logging.getLogger(__name__)
 _UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every", "checkpoint_every", "keep_checkpoint",
                           # speed knobs: the same optimizer steps, computed differently
                           "compile", "compile_mode", "micro_batch_size", "loss_chunk_rows")
+ACCELERATORS = ("auto", "cpu", "gpu")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # train.* keys that leave the math unchanged at these values: left out of the id, so runs keep their earlier ids
 _ID_DEFAULTS = {"schedule": "cosine", "warmup_tokens": None}
@@ -66,6 +66,8 @@ class RunSpec:
         container = OmegaConf.to_container(cfg, resolve=True)
         model, data, train = container["model"], container["data"], container["train"]
         _check(model, train, container["trainer"])
+        if container["accelerator"] not in ACCELERATORS:
+            raise ConfigError(f"accelerator={container['accelerator']!r} is not one of {ACCELERATORS}")
         DataConfig.from_dict(data)  # an unknown source or tokenizer fails here, before any corpus is read
         shape_keys = ("name",) if model["name"] else ("n_layer", "d_model", "n_head")
         if model.get("parametrization", "standard") != "standard":  # standard runs keep their earlier ids
@@ -173,6 +175,9 @@ def train(spec: RunSpec, branches: list[RunSpec] = (), trunk_id: str | None = No
     """
     finished = _finished_record(spec)
     if not finished:
+        from scaling_lab.train import device
+
+        device.accelerator(spec.accelerator)  # a missing GPU fails here, before a record or a W&B run exists
         with claim.hold(layout.claim_path(spec.results_dir, spec.run_id)):
             # checked again under the claim: a racing launch may have finished the run a moment ago
             finished = _finished_record(spec) or _train_claimed(spec, branches, trunk_id)
