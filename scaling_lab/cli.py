@@ -33,10 +33,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from scaling_lab.fit import FitInputError
     from scaling_lab.model.config import ShapeError
     from scaling_lab.records import RecordError
+    from scaling_lab.tracking import LoggerConfigError
     from scaling_lab.train.run import ConfigError
 
-    return (UsageError, ConfigError, ShapeError, DataConfigError, FitInputError, RecordError, HydraException,
-            OmegaConfBaseException, FileNotFoundError, PermissionError)
+    return (UsageError, ConfigError, ShapeError, DataConfigError, FitInputError, RecordError, LoggerConfigError,
+            HydraException, OmegaConfBaseException, FileNotFoundError, PermissionError)
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:

@@ -11,6 +11,7 @@
       fit/fit.json               the fit stage's numbers
       fit/report.md              the fit stage's report, plots beside it in fit/plots/
       .hydra/                    Hydra's own logs of each launch
+      .hydra/<time>/packed.jsonl hydra/launcher=packed's journal: a line per job (pid, GPUs, start, end, exit code)
 """
 
 from __future__ import annotations

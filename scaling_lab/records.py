@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "completed", "failed", "diverged")
+STATUSES = ("completed", "running", "failed", "diverged")  # in the order `status` lists them
 
 # (name, JSON type, required when status == "completed", meaning)
 FIELDS: list[tuple[str, str, bool, str]] = [

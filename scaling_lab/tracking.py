@@ -15,10 +15,15 @@ log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
 
 
+class LoggerConfigError(ValueError):
+    """A `logger` config (or WANDB_MODE) that cannot work; the message names it."""
+
+
 def mode(configured: str) -> str:
     chosen = os.environ.get("WANDB_MODE") or configured
     if chosen not in MODES:
-        raise ValueError(f"logger.mode={chosen!r} is not one of {MODES}")
+        where = "WANDB_MODE" if os.environ.get("WANDB_MODE") else "logger.mode"
+        raise LoggerConfigError(f"{where}={chosen!r} is not one of {MODES}")
     return chosen
 
 

@@ -134,6 +134,17 @@ def test_training_is_deterministic_given_the_seed(tmp_path, env):
         ("train.tokens=100", "less than one sequence"),
         ("sweep=nope", "sweep"),
         ("accelerator=tpu", "accelerator='tpu' is not one of"),
+        ("train.lr_rule=bogus", "train.lr_rule must be one of"),
+        ("logger.mode=bogus", "logger.mode='bogus' is not one of"),
+        ("train.eval_points=0", "train.eval_points must be an integer >= 1"),
+        ("train.log_every=0", "train.log_every must be an integer >= 1"),
+        ("train.precision=bf17", "train.precision='bf17' is not one of"),
+        ("train.warmup_frac=-1", "train.warmup_frac must be a number in [0, 1)"),
+        ("train.beta2=2", "train.beta2 must be a number in [0, 1)"),
+        ("train.eps=0", "train.eps must be a number in (0, inf)"),
+        ("train.lr=0", "train.lr must be a number in (0, inf) or null"),
+        ("train.batch_size=2.5", "train.batch_size must be an integer >= 1"),
+        ("data.val_tokens=0", "data.val_tokens must be an integer >= 128"),
     ],
 )
 def test_bad_config_fails_before_training_with_one_line(tmp_path, capsys, override, message):

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,10 @@ def test_run_id_is_deterministic_and_sensitive():
     assert a == records.make_run_id({"seed": 0, "model": {"d": 64}}, label="x")
     assert a != records.make_run_id({"model": {"d": 64}, "seed": 1}, label="x")
     assert a.startswith("x-")
+
+
+def test_readme_documents_the_schema_as_records_py_defines_it():
+    # the README's field table is generated (`scaling-lab schema`); a field added or reworded must reach the manual
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = records.schema_markdown()
+    assert table in readme, "README.md's run-record table is stale: paste `scaling-lab schema` over it"

@@ -47,21 +47,21 @@ class WindowOrder:
 
 
 class WindowBatches(Dataset):
-    """Item b is the batch of sequences [start + b*batch_size, ...) before stop, as (x, y) int64 tensors."""
+    """Item b is the batch of sequences [b*batch_size, ...) before stop, as (x, y) int64 tensors."""
 
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, start: int, stop: int,
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, stop: int,
                  window_of: Callable[[np.ndarray], np.ndarray]):
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
-        self.start, self.stop, self.window_of = start, stop, window_of
+        self.stop, self.window_of = stop, window_of
         self.offsets = np.arange(block_size + 1)
 
     def __len__(self) -> int:
-        return math.ceil((self.stop - self.start) / self.batch_size)
+        return math.ceil(self.stop / self.batch_size)
 
     def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= b < len(self):
             raise IndexError(b)
-        first = self.start + b * self.batch_size
+        first = b * self.batch_size
         sequences = np.arange(first, min(first + self.batch_size, self.stop))
         starts = self.window_of(sequences) * self.block_size
         windows = self.tokens[starts[:, None] + self.offsets].astype(np.int64)
@@ -69,10 +69,10 @@ class WindowBatches(Dataset):
 
 
 class TokenDataModule(L.LightningDataModule):
-    """Exactly round(tokens / block_size) train sequences (from start_sequence on) and a fixed validation set."""
+    """Exactly round(tokens / block_size) train sequences and a fixed validation set."""
 
     def __init__(self, corpus: TokenCorpus, block_size: int, batch_size: int, tokens: int, seed: int,
-                 val_tokens: int, start_sequence: int = 0):
+                 val_tokens: int):
         super().__init__()
         _check_int("model.block_size", block_size, 1)
         _check_int("train.batch_size", batch_size, 1)
@@ -83,8 +83,6 @@ class TokenDataModule(L.LightningDataModule):
         self.n_windows = self._windows("train", len(corpus.train))
         self.n_val_windows = self._windows("validation", min(val_tokens + 1, len(corpus.val)))
         self.n_sequences = max(1, round(tokens / block_size))
-        _check_int("start_sequence", start_sequence, 0, self.n_sequences)
-        self.start_sequence = start_sequence
         self.order = WindowOrder(self.n_windows, seed)
 
     def _windows(self, split: str, n_tokens: int) -> int:
@@ -135,12 +133,12 @@ class TokenDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         batches = WindowBatches(
-            self.corpus.train, self.block_size, self.batch_size, self.start_sequence, self.n_sequences, self.order
+            self.corpus.train, self.block_size, self.batch_size, self.n_sequences, self.order
         )
         return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        batches = WindowBatches(self.corpus.val, self.block_size, self.batch_size, 0, self.n_val_windows, _identity)
+        batches = WindowBatches(self.corpus.val, self.block_size, self.batch_size, self.n_val_windows, _identity)
         return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
 
 

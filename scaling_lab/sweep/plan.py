@@ -85,8 +85,7 @@ def rows(entries: list[dict], corpus: TokenCorpus, train: Mapping[str, Any], val
         tokens = int(e["tokens"])
         _, batch, _ = hparams.resolve(shape, tokens, e["lr"], e["batch_size"], train["lr_rule"])
         dm = TokenDataModule(corpus, shape.block_size, batch, tokens, seed=0, val_tokens=val_tokens)
-        wanted = e["batch_size"] or hparams.deepseek_batch_tokens(
-            accounting.train_flops(shape, tokens, "deepseek_M")) / shape.block_size
+        wanted = e["batch_size"] or hparams.rule_batch(shape, tokens)
         out.append(Row(e["run_id"], shape, dm.tokens_trained, batch, wanted, dm.steps, dm.epochs,
                        accounting.train_flops(shape, dm.tokens_trained, convention),
                        accounting.train_flops(shape, dm.tokens_trained),
@@ -160,7 +159,8 @@ def probe(shape: ModelConfig, batch_size: int, where: torch.device, precision: s
 def estimate_seconds(table: list[Row], trained: dict[str, int], where: torch.device,
                      precision: str) -> dict[str, float]:
     """Per run: the tokens it trains itself at the probed rate, plus its evaluation (a forward pass, ~1/3 of a
-    training step; a branch's passes before its cooldown run in its trunk, in the same job)."""
+    training step: backward ~ 2x forward, Kaplan et al. 2020, Sec. 2.1; a branch's passes before its cooldown run in
+    its trunk, in the same job)."""
     rates: dict[tuple[ModelConfig, int], float] = {}
     out = {}
     for r in table:

@@ -7,7 +7,7 @@ from collections import Counter
 
 from scaling_lab import claim, layout, records
 
-ORDER = ("completed", "running", "failed", "diverged", "pending")
+ORDER = (*records.STATUSES, "pending")
 
 
 def run_states(results_dir: str) -> list[dict]:

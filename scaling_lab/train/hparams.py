@@ -24,6 +24,11 @@ def deepseek_batch_tokens(compute: float) -> float:
     return 0.2920 * compute**0.3271
 
 
+def rule_batch(shape: ModelConfig, tokens: int) -> float:
+    """The published batch in sequences, before rounding and capping at the run's length (the planner shows both)."""
+    return deepseek_batch_tokens(accounting.train_flops(shape, tokens, "deepseek_M")) / shape.block_size
+
+
 def resolve(
     shape: ModelConfig, tokens: int, lr: float | None, batch_size: int | None, rule: str
 ) -> tuple[float, int, dict[str, str]]:
@@ -36,7 +41,7 @@ def resolve(
         lr = deepseek_lr(compute)
         source["lr"] = "DeepSeek LLM (Bi et al. 2024) Eq. 1: 0.3118 * C^-0.125, C = M*D"
     if batch_size is None:
-        sequences = deepseek_batch_tokens(compute) / shape.block_size
+        sequences = rule_batch(shape, tokens)
         total = max(1, round(tokens / shape.block_size))
         batch_size = int(min(max(1, round(sequences)), total))
         source["batch_size"] = "DeepSeek LLM (Bi et al. 2024) Eq. 1: 0.2920 * C^0.3271 tokens"

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from scaling_lab import accounting, claim, layout, provenance, records
+from scaling_lab import accounting, claim, layout, provenance, records, tracking
 from scaling_lab.data.config import DataConfig
 from scaling_lab.model.config import ModelConfig
+from scaling_lab.train import hparams
 from scaling_lab.train.schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 _ID_DEFAULTS = {"schedule": "cosine", "warmup_tokens": None}
 # keys that only one schedule reads
 _SCHEDULE_KEYS = {"min_lr_frac": "cosine", "cooldown_frac": "wsd"}
+# the range of each numeric train.* knob (conf/train/default.yaml says what each means)
+_TRAIN_INTERVALS = {"lr": "(0, inf)", "warmup_frac": "[0, 1)", "warmup_tokens": "(0, inf)", "min_lr_frac": "(0, 1]",
+                    "cooldown_frac": "(0, 1)", "weight_decay": "[0, inf)", "beta1": "[0, 1)", "beta2": "[0, 1)",
+                    "eps": "(0, inf)", "grad_clip": "[0, inf)", "divergence_factor": "(0, inf)"}
+_NULLABLE = ("lr", "warmup_tokens", "grad_clip")  # null = the published rule / warmup_frac / no clipping
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")  # Lightning's names
 # a diverged run would diverge again (training is deterministic): like a completed one, it is a result
 FINISHED = ("completed", "diverged")
 
@@ -66,9 +73,11 @@ class RunSpec:
         container = OmegaConf.to_container(cfg, resolve=True)
         model, data, train = container["model"], container["data"], container["train"]
         _check(model, train, container["trainer"])
+        tracking.mode(container["logger"]["mode"])
         if container["accelerator"] not in ACCELERATORS:
             raise ConfigError(f"accelerator={container['accelerator']!r} is not one of {ACCELERATORS}")
         DataConfig.from_dict(data)  # an unknown source or tokenizer fails here, before any corpus is read
+        check_count("data.val_tokens", data["val_tokens"], low=model["block_size"])  # at least one sequence
         shape_keys = ("name",) if model["name"] else ("n_layer", "d_model", "n_head")
         if model.get("parametrization", "standard") != "standard":  # standard runs keep their earlier ids
             shape_keys += ("parametrization", "mup_base_width")
@@ -101,26 +110,38 @@ def _check(model: dict, train: dict, trainer: dict) -> None:
         raise ConfigError(f"train.tokens must be a positive number of tokens, got {tokens!r}")
     if tokens < model["block_size"]:
         raise ConfigError(f"train.tokens={tokens} is less than one sequence (model.block_size={model['block_size']})")
-    for key in ("lr", "batch_size"):
-        if train[key] is not None and train[key] <= 0:
-            raise ConfigError(f"train.{key} must be positive or null (null = published rule), got {train[key]!r}")
-    if not 0 < train["min_lr_frac"] <= 1:
-        raise ConfigError(f"train.min_lr_frac must be in (0, 1], got {train['min_lr_frac']!r}")
+    if train["batch_size"] is not None:
+        check_count("train.batch_size", train["batch_size"])
+    for key, interval in _TRAIN_INTERVALS.items():
+        check_interval(f"train.{key}", train[key], interval, nullable=key in _NULLABLE)
     if train["schedule"] not in SCHEDULES:
         raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {train['schedule']!r}")
-    if not 0 < train["cooldown_frac"] < 1:
-        raise ConfigError(f"train.cooldown_frac must be in (0, 1), got {train['cooldown_frac']!r}")
-    warmup = train["warmup_tokens"]
-    if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup <= 0):
-        raise ConfigError(f"train.warmup_tokens must be a positive number of tokens or null, got {warmup!r}")
+    if train["lr_rule"] not in hparams.RULES:
+        raise ConfigError(f"train.lr_rule must be one of {hparams.RULES}, got {train['lr_rule']!r}")
+    if train["precision"] not in PRECISIONS:
+        raise ConfigError(f"train.precision={train['precision']!r} is not one of {PRECISIONS}")
     step_tokens = (train["batch_size"] or 1) * model["block_size"]
     if tokens < step_tokens:
         raise ConfigError(f"train.tokens={tokens} is less than one optimizer step (train.batch_size x "
                           f"model.block_size = {step_tokens} tokens)")
     _check_speed_knobs(train)
+    check_count("train.eval_points", train["eval_points"])
+    check_count("train.log_every", train["log_every"])
     check_count("train.checkpoint_every", train["checkpoint_every"], low=0)
     check_count("trainer.devices", trainer["devices"])
     check_count("trainer.runs_per_device", trainer.get("runs_per_device", 1))
+
+
+def check_interval(key: str, value, interval: str, nullable: bool = False) -> None:
+    """One line naming the key unless `value` is a number in `interval`, written as in maths: "(0, 1]", "[0, inf)"."""
+    if value is None and nullable:
+        return
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    inside = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and (low < value if interval[0] == "(" else low <= value)
+              and (value < high if interval[-1] == ")" else value <= high))
+    if not inside:
+        raise ConfigError(f"{key} must be a number in {interval}{' or null' if nullable else ''}, got {value!r}")
 
 
 def check_count(key: str, value, low: int = 1) -> None:
