@@ -3,11 +3,17 @@
 The model (scaling_lab/model/gpt.py) is a pre-norm GPT without biases: token embedding tied to the output
 layer, learned position embedding, per layer LN -> attention (qkv + out projection) and LN -> MLP (d -> 4d -> d),
 then a final LN. tests/test_accounting.py pins these counts to the instantiated module.
+
+A shape here is any object with ModelConfig's numbers (n_layer, d_model, n_head, vocab_size, block_size,
+mlp_ratio): the fit counts N from a W&B config's numbers and must not import the model package.
 """
 
 from __future__ import annotations
 
-from scaling_lab.model.config import ModelConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scaling_lab.model.config import ModelConfig
 
 CONVENTIONS = ("6N", "6N_non_embedding", "6N_attention", "chinchilla", "deepseek_M")
 DEFAULT_CONVENTION = "6N"

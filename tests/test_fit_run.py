@@ -110,7 +110,12 @@ def test_fit_never_imports_training_code(tmp_path):
         "import sys; from scaling_lab.fit import run_fit; "
         f"run_fit({str(tmp_path)!r}, {str(tmp_path / 'fit')!r}, {{'bootstrap': 10}}); "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning') "
-        "or m.startswith(('scaling_lab.train', 'scaling_lab.data', 'scaling_lab.model.gpt'))]; "
+        "or m.startswith(('scaling_lab.train', 'scaling_lab.data', 'scaling_lab.model', 'scaling_lab.sweep'))]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
+
+
+def test_importing_the_fit_loads_no_model_code():
+    code = "import scaling_lab.fit, sys; assert not any(m.startswith('scaling_lab.model') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

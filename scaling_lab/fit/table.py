@@ -11,12 +11,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from scaling_lab import layout
-from scaling_lab.accounting import tokens_from_compute
+from scaling_lab.accounting import params_total, tokens_from_compute
 from scaling_lab.records import RecordError, read_record
 
 N_PARAMETERS = 5  # E, A, B, alpha, beta of the Approach 3 law
@@ -290,14 +291,15 @@ def _matches(record: dict, where: dict) -> bool:
 
 
 def _params_from_shape(config: dict) -> float | None:
-    from scaling_lab.accounting import params_total
-    from scaling_lab.model.config import ModelConfig, ShapeError
-
-    keys = ("n_layer", "d_model", "n_head", "vocab_size", "block_size")
-    try:
-        return float(params_total(ModelConfig(**{k: int(config[f"model.{k}"]) for k in keys})))
-    except (KeyError, TypeError, ValueError, ShapeError):
-        return None
+    """N from the shape a W&B run logged (ModelConfig.to_dict() under model.*); None when a number the count
+    reads is missing or not a positive integer, as ModelConfig would refuse it (the fit never imports it)."""
+    shape = {}
+    for key in ("n_layer", "d_model", "vocab_size", "block_size", "mlp_ratio"):
+        value = _number(config.get(f"model.{key}"))
+        if value is None or not value.is_integer() or value <= 0:  # NaN is not an integer
+            return None
+        shape[key] = int(value)
+    return float(params_total(SimpleNamespace(**shape)))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
