@@ -89,6 +89,11 @@ def flops_by_convention(cfg: ModelConfig, tokens: int) -> dict[str, float]:
     return {c: train_flops(cfg, tokens, c) for c in CONVENTIONS}
 
 
+def compute_from_tokens(params: float, tokens: float) -> float:
+    """C = 6 N D, the 6N convention from the numbers alone (Hoffmann et al. 2022, Sec. 3), for inputs without a shape."""
+    return 6.0 * params * tokens
+
+
 def tokens_from_compute(flops: float, params: float) -> float:
-    """D = C / (6 N), the inverse of the 6N convention (Hoffmann et al. 2022; Epoch AI's reconstruction)."""
+    """D = C / (6 N), the inverse of compute_from_tokens (Hoffmann et al. 2022; Epoch AI's reconstruction)."""
     return flops / (6.0 * params)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from scaling_lab import layout
-from scaling_lab.accounting import params_total, tokens_from_compute
+from scaling_lab.accounting import compute_from_tokens, params_total, tokens_from_compute
 from scaling_lab.records import RecordError, read_record
 
 N_PARAMETERS = 5  # E, A, B, alpha, beta of the Approach 3 law
@@ -215,7 +215,7 @@ def _finish(rows: list[_Row], source: str, cfg, notes, excluded) -> RunTable:
             row.tokens = tokens_from_compute(row.flops, row.params)
             _note_once(notes, "tokens D = C / (6 N): the input has compute but no token counts")
         if row.flops is None and row.tokens is not None and row.params is not None:
-            row.flops = 6.0 * row.params * row.tokens
+            row.flops = compute_from_tokens(row.params, row.tokens)
             _note_once(notes, "compute C = 6 N D (Hoffmann et al. 2022): the input has token counts but no compute")
         problem = _invalid(row)
         if problem:
