@@ -43,7 +43,7 @@ def fitted(tmp_path_factory):
 
 def test_fit_json_has_every_promised_key(fitted):
     _, out, fit = fitted
-    on_disk = json.loads((out / "fit.json").read_text())
+    on_disk = json.loads(layout.fit_numbers(out).read_text())
     assert on_disk["n_points"] == fit["n_points"] == 20
     assert on_disk["excluded"] == [{"run": "oom", "reason": "status failed: OOM"}]
     p = on_disk["parametric"]
@@ -66,13 +66,13 @@ def test_fit_json_has_every_promised_key(fitted):
 
 def test_report_answers_first_and_plots_exist(fitted):
     _, out, fit = fitted
-    report = (out / "report.md").read_text()
+    report = layout.fit_report(out).read_text()
     head = report.split("\n## ")[0]
     assert "**Answer.**" in head and "**Diminishing returns:" in head
     assert f"{fit['parametric']['alpha']:.4f}" in head
     assert "| oom | status failed: OOM |" in report
     for name in ("frontier", "fitted_vs_observed", "residuals", "local_exponent", "backtest"):
-        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+        assert (layout.fit_plots(out) / f"{name}.png").stat().st_size > 1000
         assert f"(plots/{name}.png)" in report
 
 
@@ -101,7 +101,7 @@ def test_wandb_offline_run_of_job_type_fit(tmp_path, monkeypatch):
     assert len(run_dirs) == 1
     logged = b"".join(p.read_bytes() for p in run_dirs[0].glob("*.wandb"))
     assert b"fit" in logged and b"parametric/alpha" in logged
-    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["wandb"]["id"] == fit["wandb"]["id"]
+    assert json.loads(layout.fit_numbers(tmp_path / "fit").read_text())["wandb"]["id"] == fit["wandb"]["id"]
 
 
 def test_fit_never_imports_training_code(tmp_path):

@@ -44,8 +44,8 @@ def run_fit(input: str | Path, output_dir: str | Path, cfg: dict | None = None, 
     write_atomic(layout.fit_numbers(output_dir), fit)
     from scaling_lab.fit import plots, report
 
-    images = plots.draw_all(table, fit, output_dir / "plots") if cfg["plots"] else {}
-    (output_dir / "report.md").write_text(report.render(fit, images, output_dir))
+    images = plots.draw_all(table, fit, layout.fit_plots(output_dir)) if cfg["plots"] else {}
+    layout.fit_report(output_dir).write_text(report.render(fit, images, output_dir))
     if wandb_cfg and wandb_cfg.get("mode", "disabled") != "disabled":
         from scaling_lab.fit import wandb_log
 
