@@ -90,7 +90,7 @@ def flops_by_convention(cfg: ModelConfig, tokens: int) -> dict[str, float]:
 
 
 def compute_from_tokens(params: float, tokens: float) -> float:
-    """C = 6 N D, the 6N convention from the numbers alone (Hoffmann et al. 2022, Sec. 3), for inputs without a shape."""
+    """C = 6 N D, the 6N convention from the numbers alone (Hoffmann et al. 2022, Sec. 3): inputs without a shape."""
     return 6.0 * params * tokens
 
 

@@ -22,7 +22,8 @@ def make_results(tmp_path, seed=0):
         for j, d in enumerate(TOKENS):
             loss = (1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37) * np.exp(0.003 * rng.normal())
             rec = {
-                "run_id": f"run-{i}-{j}", "status": "completed", "sweep": "test", "model": {"name": f"s{i}"},
+                "run_id": f"run-{i}-{j}", "status": "completed", "sweep": "test",
+                "model": {"name": f"s{i}", "n_layer": i + 1},
                 "params": int(n), "params_non_embedding": int(0.7 * n), "tokens": int(d), "tokens_requested": int(d),
                 "flops": 6.0 * n * d, "flops_convention": "6N", "flops_by_convention": {"6N": 6.0 * n * d},
                 "final_val_loss": float(loss), "val_curve": [[int(d), float(loss)]], "hparams": {"lr": 1e-3},
@@ -119,3 +120,33 @@ def test_fit_never_imports_training_code(tmp_path):
 def test_importing_the_fit_loads_no_model_code():
     code = "import scaling_lab.fit, sys; assert not any(m.startswith('scaling_lab.model') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("override, names", [
+    ("fit.flops_convention=6ND", "fit.flops_convention='6ND'"),
+    ("fit.params_field=params_embedding", "fit.params_field='params_embedding'"),
+    ("+fit.where.modle.name=s0", "fit.where names field 'modle.name'"),
+    ("fit.confidence=1.5", "fit.confidence=1.5"),
+    ("fit.confidence=0", "fit.confidence=0"),
+    ("fit.bootstrap=0", "fit.bootstrap=0"),
+    ("fit.bootstrap_seeds=2.5", "fit.bootstrap_seeds=2.5"),
+    ("fit.bootstrap_check=-1", "fit.bootstrap_check=-1"),
+    ("fit.huber_delta=-1e-3", "fit.huber_delta=-0.001"),
+])
+def test_unusable_fit_settings_are_one_line_before_any_fitting(tmp_path, capsys, override, names):
+    from scaling_lab.cli import main
+
+    results = make_results(tmp_path / "results")
+    assert main(["fit", f"input={results}", f"output_dir={tmp_path / 'out'}", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scaling-lab fit: error: ") and names in err
+    assert not layout.fit_numbers(tmp_path / "out").exists()
+
+
+def test_where_from_the_command_line_selects_records_by_dotted_field(tmp_path, capsys):
+    from scaling_lab.cli import main
+
+    results = make_results(tmp_path / "results")
+    # Hydra nests +fit.where.model.name=s1; the four runs of size s1 are selected, too few to fit
+    assert main(["fit", f"input={results}", f"output_dir={tmp_path / 'out'}", "+fit.where.model.name=s1"]) == 2
+    assert "4 usable runs, fewer than the 5 parameters" in capsys.readouterr().err

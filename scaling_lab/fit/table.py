@@ -61,6 +61,8 @@ class _Row:
 def load_table(source: str | Path, cfg: dict[str, Any], wandb_api=None) -> RunTable:
     """The fit's table from ``source``: a results directory, a .csv file, or wandb:ENTITY/PROJECT[/GROUP]."""
     text = str(source)
+    # Hydra turns +fit.where.model.name=X into {"model": {"name": X}}; the readers match dotted names
+    cfg = {**cfg, "where": _flatten(cfg.get("where") or {})}
     notes: list[str] = []
     excluded: list[dict[str, str]] = []
     if text.startswith("wandb:"):
@@ -80,8 +82,8 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
         raise FitInputError(f"input {results_dir}: no run records under {layout.runs_dir(results_dir)}")
     params_key = cfg.get("params_field", "params")
     convention = cfg.get("flops_convention")
-    where = cfg.get("where") or {}
-    rows, conventions, repeated = [], set(), []
+    where = cfg["where"]
+    rows, conventions, repeated, unseen = [], set(), [], set(where)
     for path in paths:
         try:
             record = read_record(path)
@@ -89,6 +91,7 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
             excluded.append({"run": path.parent.name, "reason": f"unreadable record: {_one_line(e)}"})
             continue
         run_id = record["run_id"]
+        unseen = {key for key in unseen if _field(record, key) is _ABSENT}
         if not _matches(record, where):
             continue
         if record["status"] != "completed":
@@ -106,6 +109,8 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
         rows.append(_Row(run_id, record.get(params_key), record["tokens"], flops, record["final_val_loss"],
                          _canonical(record.get("hparams")), _canonical(data.get("fingerprint")),
                          _canonical(data.get("tokenizer"))))
+    if unseen:  # a misspelt field would otherwise only show up as "too few usable runs"
+        raise FitInputError(f"input {results_dir}: fit.where names field {min(unseen)!r}, which no run record has")
     if len(conventions) > 1:
         raise FitInputError(f"input {results_dir}: runs count FLOPs under different conventions "
                             f"({', '.join(sorted(conventions))}); set fit.flops_convention to one of them")
@@ -140,7 +145,7 @@ def _csv_rows(path: Path, cfg, notes) -> list[_Row]:
     if not has_tokens and not has_flops:
         raise FitInputError(f"input {path}: neither a tokens column {columns['tokens']!r} nor a flops column "
                             f"{columns['flops']!r} (map one with fit.columns.tokens or fit.columns.flops)")
-    where = cfg.get("where") or {}
+    where = cfg["where"]
     for key in where:
         if key not in header:
             raise FitInputError(f"input {path}: fit.where names column {key!r}, which the CSV does not have")
@@ -280,12 +285,22 @@ def _dedupe(rows: list[_Row], notes, excluded) -> list[_Row]:
     return [r for r in rows if id(r) in kept]
 
 
+_ABSENT = object()  # a field the record does not have, unlike one it has as null
+
+
+def _field(record: dict, dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
 def _matches(record: dict, where: dict) -> bool:
     for dotted, wanted in where.items():
-        value: Any = record
-        for part in dotted.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if str(value) != str(wanted):
+        value = _field(record, dotted)
+        if value is _ABSENT or str(value) != str(wanted):
             return False
     return True
 
