@@ -111,7 +111,7 @@ def fit_table(table, cfg: dict) -> dict:
     """Every method on one table; numbers only (no files)."""
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(cfg["seed"])).spawn(4)]
     rng_resample, rng_check, rng_break, rng_backtest = streams
-    n_boot, delta, confidence = int(cfg["bootstrap"]), float(cfg["huber_delta"]), float(cfg["confidence"])
+    n_boot, delta = int(cfg["bootstrap"]), float(cfg["huber_delta"])
     N, D, C, L = table.params, table.tokens, table.flops, table.loss
     log_n, log_d, log_l = np.log(N), np.log(D), np.log(L)
     weights = resample_weights(rng_resample, len(L), n_boot)

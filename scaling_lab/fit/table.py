@@ -41,10 +41,6 @@ class RunTable:
     def __len__(self) -> int:
         return len(self.loss)
 
-    def subset(self, mask: np.ndarray) -> RunTable:
-        ids = [r for r, keep in zip(self.run_ids, mask) if keep]
-        return RunTable(ids, self.params[mask], self.tokens[mask], self.flops[mask], self.loss[mask], self.source)
-
 
 @dataclass
 class _Row:
