@@ -150,3 +150,22 @@ def test_where_from_the_command_line_selects_records_by_dotted_field(tmp_path, c
     # Hydra nests +fit.where.model.name=s1; the four runs of size s1 are selected, too few to fit
     assert main(["fit", f"input={results}", f"output_dir={tmp_path / 'out'}", "+fit.where.model.name=s1"]) == 2
     assert "4 usable runs, fewer than the 5 parameters" in capsys.readouterr().err
+
+
+def test_backtest_uses_the_configured_bootstrap_seeds_and_check(tmp_path, monkeypatch):
+    from scaling_lab.fit import verdict
+
+    seen = []
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            seen.append((name, kwargs.get("n_seeds", kwargs.get("check"))))
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(verdict, "fit_grid", spy("fit_grid", verdict.fit_grid))
+    monkeypatch.setattr(verdict, "bootstrap_fit", spy("bootstrap_fit", verdict.bootstrap_fit))
+    fit = run_fit(str(make_results(tmp_path)), tmp_path / "fit",
+                  {"bootstrap": 20, "bootstrap_seeds": 3, "bootstrap_check": 7, "plots": False})
+    assert fit["diminishing_returns"]["backtest"]["available"]
+    assert seen == [("fit_grid", 3), ("bootstrap_fit", 7)]

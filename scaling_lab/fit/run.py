@@ -198,7 +198,8 @@ def _diminishing_returns(table, cfg, floor_all, floor_all_samples, weights, fron
     C, L = table.flops, table.loss
     cut = float(bcfg["cut"]) if bcfg["cut"] else float(np.quantile(C, float(bcfg["cut_quantile"])))
     back, floor_samples = verdict.backtest(table.params, table.tokens, C, L, cut, delta=float(cfg["huber_delta"]),
-                                           resamples=len(weights), rng=rng_backtest, confidence=confidence)
+                                           resamples=len(weights), n_seeds=int(cfg["bootstrap_seeds"]),
+                                           check=int(cfg["bootstrap_check"]), rng=rng_backtest, confidence=confidence)
     if back["available"]:
         floor, floor_from = back["E"], f"Approach 3 fitted on the runs with C <= {cut:.3g}"
     else:
