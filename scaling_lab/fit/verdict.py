@@ -90,6 +90,8 @@ def backtest(params, tokens, flops, loss, cut, *, delta, resamples, n_seeds, che
     # what the mean error would look like if the law held: parameter uncertainty plus noise
     null = np.mean(pred[None] - pred_boot + noise, axis=1)
     mean_error = float(np.mean(error))
+    # two-sided bootstrap p-value: twice the smaller tail of the null at the observed mean error (Davison &
+    # Hinkley 1997, Ch. 4); the 1 / (R + 1) below keeps it off 0 as (1 + #) / (R + 1) does (their Sec. 4.2)
     p = 2 * min(np.mean(null >= mean_error), np.mean(null <= mean_error))
     return {
         "available": True, "cut": float(cut), "n_fit": int(below.sum()), "n_held_out": int(held.sum()),
