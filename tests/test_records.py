@@ -63,3 +63,12 @@ def test_run_id_is_deterministic_and_sensitive():
     assert a == records.make_run_id({"seed": 0, "model": {"d": 64}}, label="x")
     assert a != records.make_run_id({"model": {"d": 64}, "seed": 1}, label="x")
     assert a.startswith("x-")
+
+
+def test_versions_field_names_every_version_a_record_stores():
+    from scaling_lab import provenance
+
+    meaning = {name: text for name, _, _, text in records.FIELDS}["versions"]
+    stored = provenance.versions()
+    assert set(stored) == {"python", *provenance.PACKAGES}
+    assert all(name in meaning for name in stored)
