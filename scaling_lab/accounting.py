@@ -3,11 +3,17 @@
 The model (scaling_lab/model/gpt.py) is a pre-norm GPT without biases: token embedding tied to the output
 layer, learned position embedding, per layer LN -> attention (qkv + out projection) and LN -> MLP (d -> 4d -> d),
 then a final LN. tests/test_accounting.py pins these counts to the instantiated module.
+
+A shape here is any object with ModelConfig's numbers (n_layer, d_model, n_head, vocab_size, block_size,
+mlp_ratio): the fit counts N from a W&B config's numbers and must not import the model package.
 """
 
 from __future__ import annotations
 
-from scaling_lab.model.config import ModelConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scaling_lab.model.config import ModelConfig
 
 CONVENTIONS = ("6N", "6N_non_embedding", "6N_attention", "chinchilla", "deepseek_M")
 DEFAULT_CONVENTION = "6N"
@@ -83,6 +89,11 @@ def flops_by_convention(cfg: ModelConfig, tokens: int) -> dict[str, float]:
     return {c: train_flops(cfg, tokens, c) for c in CONVENTIONS}
 
 
+def compute_from_tokens(params: float, tokens: float) -> float:
+    """C = 6 N D, the 6N convention from the numbers alone (Hoffmann et al. 2022, Sec. 3): inputs without a shape."""
+    return 6.0 * params * tokens
+
+
 def tokens_from_compute(flops: float, params: float) -> float:
-    """D = C / (6 N), the inverse of the 6N convention (Hoffmann et al. 2022; Epoch AI's reconstruction)."""
+    """D = C / (6 N), the inverse of compute_from_tokens (Hoffmann et al. 2022; Epoch AI's reconstruction)."""
     return flops / (6.0 * params)

@@ -149,7 +149,7 @@ def fit_cmd(overrides: list[str]) -> int:
         output_dir = layout.fit_dir(cfg.input)
     wandb_cfg = tracking.fit_settings(OmegaConf.to_container(cfg.logger), group=None, out_dir=Path(output_dir))
     run_fit(cfg.input, Path(output_dir), OmegaConf.to_container(cfg.fit, resolve=True), wandb_cfg=wandb_cfg)
-    print(f"report: {Path(output_dir) / 'report.md'}")
+    print(f"report: {layout.fit_report(output_dir)}")
     return 0
 
 

@@ -76,3 +76,13 @@ def fit_dir(results_dir: str | Path) -> Path:
 def fit_numbers(fit_output_dir: str | Path) -> Path:
     """fit.json inside a fit's output directory (for a results directory: inside fit_dir)."""
     return Path(fit_output_dir) / "fit.json"
+
+
+def fit_report(fit_output_dir: str | Path) -> Path:
+    """report.md inside a fit's output directory."""
+    return Path(fit_output_dir) / "report.md"
+
+
+def fit_plots(fit_output_dir: str | Path) -> Path:
+    """The directory of the report's figures (*.png), beside report.md."""
+    return Path(fit_output_dir) / "plots"

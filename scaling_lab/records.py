@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from scaling_lab.provenance import PACKAGES
+
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "running", "failed", "diverged")  # in the order `status` lists them
 
@@ -45,7 +47,7 @@ FIELDS: list[tuple[str, str, bool, str]] = [
                                     "compilation included); steady_tokens_per_s after its first steps, validation "
                                     "excluded (scaling_lab/train/throughput.py; null for a run of a few steps)"),
     ("hardware", "object", True, "accelerator, device name, CPU count, platform"),
-    ("versions", "object", True, "python, torch, lightning, hydra, wandb, datasets, scaling_lab"),
+    ("versions", "object", True, f"versions of python and of {', '.join(PACKAGES)} (null: not installed)"),
     ("git_commit", "string", False, "commit of the scaling-lab checkout (null when not a git checkout)"),
     ("branch", "object", False, "WSD branch (sweep.branch): trunk_run_id, branched_at_tokens (where it left the trunk's "
                                 "snapshot), tokens_trained (by this run: tokens - branched_at_tokens); null otherwise"),

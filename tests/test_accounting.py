@@ -56,6 +56,10 @@ def test_chinchilla_appendix_f_by_hand():
 
 def test_tokens_from_compute_inverts_6n():
     assert accounting.tokens_from_compute(6 * 1e9 * 2e10, 1e9) == pytest.approx(2e10)
+    assert accounting.compute_from_tokens(1e9, 2e10) == 6 * 1e9 * 2e10
+    assert accounting.tokens_from_compute(accounting.compute_from_tokens(3e7, 4e8), 3e7) == pytest.approx(4e8)
+    cfg = ModelConfig.resolve("tiny-3", vocab_size=257, block_size=128)
+    assert accounting.compute_from_tokens(accounting.params_total(cfg), 1000) == accounting.train_flops(cfg, 1000, "6N")
 
 
 def test_every_named_shape_is_valid():

@@ -63,9 +63,9 @@ def test_sweep_ends_with_a_fit_and_report(smoke):
     assert fit["n_points"] == 6
     for key in ("E", "A", "B", "alpha", "beta"):
         assert math.isfinite(fit["parametric"][key])
-    assert (layout.fit_dir(results) / "report.md").read_text().strip()
-    assert list((layout.fit_dir(results) / "plots").glob("*.png"))
-    assert f"report: {layout.fit_dir(results) / 'report.md'}" in proc.stdout
+    assert layout.fit_report(layout.fit_dir(results)).read_text().strip()
+    assert list(layout.fit_plots(layout.fit_dir(results)).glob("*.png"))
+    assert f"report: {layout.fit_report(layout.fit_dir(results))}" in proc.stdout
 
 
 def test_wandb_offline_runs_read_back_with_wandbs_own_reader(smoke, env):

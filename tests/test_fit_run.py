@@ -22,7 +22,8 @@ def make_results(tmp_path, seed=0):
         for j, d in enumerate(TOKENS):
             loss = (1.8 + 400 / n ** 0.34 + 2000 / d ** 0.37) * np.exp(0.003 * rng.normal())
             rec = {
-                "run_id": f"run-{i}-{j}", "status": "completed", "sweep": "test", "model": {"name": f"s{i}"},
+                "run_id": f"run-{i}-{j}", "status": "completed", "sweep": "test",
+                "model": {"name": f"s{i}", "n_layer": i + 1},
                 "params": int(n), "params_non_embedding": int(0.7 * n), "tokens": int(d), "tokens_requested": int(d),
                 "flops": 6.0 * n * d, "flops_convention": "6N", "flops_by_convention": {"6N": 6.0 * n * d},
                 "final_val_loss": float(loss), "val_curve": [[int(d), float(loss)]], "hparams": {"lr": 1e-3},
@@ -43,7 +44,7 @@ def fitted(tmp_path_factory):
 
 def test_fit_json_has_every_promised_key(fitted):
     _, out, fit = fitted
-    on_disk = json.loads((out / "fit.json").read_text())
+    on_disk = json.loads(layout.fit_numbers(out).read_text())
     assert on_disk["n_points"] == fit["n_points"] == 20
     assert on_disk["excluded"] == [{"run": "oom", "reason": "status failed: OOM"}]
     p = on_disk["parametric"]
@@ -66,13 +67,13 @@ def test_fit_json_has_every_promised_key(fitted):
 
 def test_report_answers_first_and_plots_exist(fitted):
     _, out, fit = fitted
-    report = (out / "report.md").read_text()
+    report = layout.fit_report(out).read_text()
     head = report.split("\n## ")[0]
     assert "**Answer.**" in head and "**Diminishing returns:" in head
     assert f"{fit['parametric']['alpha']:.4f}" in head
     assert "| oom | status failed: OOM |" in report
     for name in ("frontier", "fitted_vs_observed", "residuals", "local_exponent", "backtest"):
-        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+        assert (layout.fit_plots(out) / f"{name}.png").stat().st_size > 1000
         assert f"(plots/{name}.png)" in report
 
 
@@ -101,7 +102,7 @@ def test_wandb_offline_run_of_job_type_fit(tmp_path, monkeypatch):
     assert len(run_dirs) == 1
     logged = b"".join(p.read_bytes() for p in run_dirs[0].glob("*.wandb"))
     assert b"fit" in logged and b"parametric/alpha" in logged
-    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["wandb"]["id"] == fit["wandb"]["id"]
+    assert json.loads(layout.fit_numbers(tmp_path / "fit").read_text())["wandb"]["id"] == fit["wandb"]["id"]
 
 
 def test_fit_never_imports_training_code(tmp_path):
@@ -110,7 +111,61 @@ def test_fit_never_imports_training_code(tmp_path):
         "import sys; from scaling_lab.fit import run_fit; "
         f"run_fit({str(tmp_path)!r}, {str(tmp_path / 'fit')!r}, {{'bootstrap': 10}}); "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning') "
-        "or m.startswith(('scaling_lab.train', 'scaling_lab.data', 'scaling_lab.model.gpt'))]; "
+        "or m.startswith(('scaling_lab.train', 'scaling_lab.data', 'scaling_lab.model', 'scaling_lab.sweep'))]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
+
+
+def test_importing_the_fit_loads_no_model_code():
+    code = "import scaling_lab.fit, sys; assert not any(m.startswith('scaling_lab.model') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("override, names", [
+    ("fit.flops_convention=6ND", "fit.flops_convention='6ND'"),
+    ("fit.params_field=params_embedding", "fit.params_field='params_embedding'"),
+    ("+fit.where.modle.name=s0", "fit.where names field 'modle.name'"),
+    ("fit.confidence=1.5", "fit.confidence=1.5"),
+    ("fit.confidence=0", "fit.confidence=0"),
+    ("fit.bootstrap=0", "fit.bootstrap=0"),
+    ("fit.bootstrap_seeds=2.5", "fit.bootstrap_seeds=2.5"),
+    ("fit.bootstrap_check=-1", "fit.bootstrap_check=-1"),
+    ("fit.huber_delta=-1e-3", "fit.huber_delta=-0.001"),
+])
+def test_unusable_fit_settings_are_one_line_before_any_fitting(tmp_path, capsys, override, names):
+    from scaling_lab.cli import main
+
+    results = make_results(tmp_path / "results")
+    assert main(["fit", f"input={results}", f"output_dir={tmp_path / 'out'}", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scaling-lab fit: error: ") and names in err
+    assert not layout.fit_numbers(tmp_path / "out").exists()
+
+
+def test_where_from_the_command_line_selects_records_by_dotted_field(tmp_path, capsys):
+    from scaling_lab.cli import main
+
+    results = make_results(tmp_path / "results")
+    # Hydra nests +fit.where.model.name=s1; the four runs of size s1 are selected, too few to fit
+    assert main(["fit", f"input={results}", f"output_dir={tmp_path / 'out'}", "+fit.where.model.name=s1"]) == 2
+    assert "4 usable runs, fewer than the 5 parameters" in capsys.readouterr().err
+
+
+def test_backtest_uses_the_configured_bootstrap_seeds_and_check(tmp_path, monkeypatch):
+    from scaling_lab.fit import verdict
+
+    seen = []
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            seen.append((name, kwargs.get("n_seeds", kwargs.get("check"))))
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(verdict, "fit_grid", spy("fit_grid", verdict.fit_grid))
+    monkeypatch.setattr(verdict, "bootstrap_fit", spy("bootstrap_fit", verdict.bootstrap_fit))
+    fit = run_fit(str(make_results(tmp_path)), tmp_path / "fit",
+                  {"bootstrap": 20, "bootstrap_seeds": 3, "bootstrap_check": 7, "plots": False})
+    assert fit["diminishing_returns"]["backtest"]["available"]
+    assert seen == [("fit_grid", 3), ("bootstrap_fit", 7)]

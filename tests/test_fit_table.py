@@ -169,7 +169,8 @@ class FakeApi:
 
 
 def wandb_run(name, n, d, state="finished", job_type="train"):
-    shape = {"n_layer": 2, "d_model": 64, "n_head": 4, "vocab_size": 256, "block_size": 128}
+    # as training logs it: ModelConfig.to_dict()
+    shape = {"n_layer": 2, "d_model": 64, "n_head": 4, "vocab_size": 256, "block_size": 128, "mlp_ratio": 4}
     return SimpleNamespace(name=name, state=state, job_type=job_type,
                            summary={"val/loss": law(n, d), "tokens": d, "params": n, "flops": 6 * n * d},
                            config={"model": shape, "train": {"lr": 1e-3}, "data": {"tokenizer": "byte"}})
@@ -201,3 +202,13 @@ def test_wandb_params_from_the_logged_shape():
                 for m in (32, 64, 128)}
     assert set(table.params) == expected
     assert any("6 N D" in n for n in table.notes)
+
+
+@pytest.mark.parametrize("bad", [{"d_model": -64}, {"n_layer": 2.5}, {"vocab_size": "many"}, {"mlp_ratio": None}])
+def test_wandb_shape_that_no_model_could_have_gives_no_params(bad):
+    runs = [wandb_run(f"r{i}{j}", n, d) for i, n in enumerate(SIZES) for j, d in enumerate(TOKENS)]
+    broken = wandb_run("broken", 1, 1e9)
+    del broken.summary["params"], broken.summary["flops"]
+    broken.config["model"] = {**broken.config["model"], **bad}
+    table = load_table("wandb:team/scaling", {}, wandb_api=FakeApi(runs + [broken]))
+    assert table.excluded == [{"run": "broken", "reason": "params missing"}]

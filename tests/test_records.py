@@ -71,3 +71,12 @@ def test_readme_documents_the_schema_as_records_py_defines_it():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = records.schema_markdown()
     assert table in readme, "README.md's run-record table is stale: paste `scaling-lab schema` over it"
+
+
+def test_versions_field_names_every_version_a_record_stores():
+    from scaling_lab import provenance
+
+    meaning = {name: text for name, _, _, text in records.FIELDS}["versions"]
+    stored = provenance.versions()
+    assert set(stored) == {"python", *provenance.PACKAGES}
+    assert all(name in meaning for name in stored)

@@ -72,8 +72,6 @@ def fit_isoflop(params, tokens, flops, loss, labels, *, window: int, weight=None
     out = {"budgets": rows, "n_budgets_used": len(used), "a": None, "b": None}
     if len(used) >= 2:
         log_c = np.log([r["compute"] for r in used])
-        out["a"], n_icpt = np.polyfit(log_c, np.log([r["N_opt"] for r in used]), 1)
-        out["b"], d_icpt = np.polyfit(log_c, np.log([r["D_opt"] for r in used]), 1)
-        out["a"], out["b"] = float(out["a"]), float(out["b"])
-        out["N_coef"], out["D_coef"] = float(np.exp(n_icpt)), float(np.exp(d_icpt))
+        out["a"] = float(np.polyfit(log_c, np.log([r["N_opt"] for r in used]), 1)[0])
+        out["b"] = float(np.polyfit(log_c, np.log([r["D_opt"] for r in used]), 1)[0])
     return out

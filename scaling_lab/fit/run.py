@@ -11,21 +11,74 @@ from typing import Any
 import numpy as np
 
 from scaling_lab import layout
+from scaling_lab.accounting import CONVENTIONS
 from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.fit import envelope, isoflop, parametric, single_axis, verdict
 from scaling_lab.fit.stats import interval, resample_weights, summarize
-from scaling_lab.fit.table import load_table
+from scaling_lab.fit.table import FitInputError, load_table
 from scaling_lab.records import write_atomic
 
 DEFAULTS_PATH = CONF_DIR / "fit" / "default.yaml"
+PARAMS_FIELDS = ("params", "params_non_embedding")  # the record fields that count N (scaling_lab.records)
+
+# numeric settings: (dotted key, smallest allowed integer) for counts, (dotted key, test, what it must be) for the
+# rest; _NULLABLE are those whose null means something (conf/fit/default.yaml)
+_COUNTS = (("bootstrap", 1), ("bootstrap_seeds", 1), ("bootstrap_check", 0), ("exclude_top_loss", 0), ("seed", 0),
+           ("isoflop.window", 3))  # a parabola needs 3 sizes
+_NUMBERS = (
+    ("confidence", lambda x: 0 < x < 1, "a number strictly between 0 and 1"),
+    ("huber_delta", lambda x: x > 0, "a positive number"),
+    ("target_compute", lambda x: x > 0, "a positive number of FLOPs or null"),
+    ("isoflop.bucket_decades", lambda x: x >= 0, "a number >= 0"),
+    ("backtest.cut", lambda x: x > 0, "a positive number of FLOPs or null"),
+    ("backtest.cut_quantile", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
+    ("verdict.material_change", lambda x: x > 0, "a positive number"),
+    ("verdict.min_decades", lambda x: x >= 0, "a number >= 0"),
+    ("verdict.break_sharpness", lambda x: x > 0, "a positive number"),
+    ("verdict.bandwidth_decades", lambda x: x > 0, "a positive number or null"),
+)
+_NULLABLE = {"target_compute", "backtest.cut", "verdict.bandwidth_decades"}
 
 
 def settings(cfg: dict | None) -> dict:
-    """conf/fit/default.yaml with cfg merged over it, so a partial cfg (tests, scripts) gets every knob."""
+    """conf/fit/default.yaml with cfg merged over it, so a partial cfg (tests, scripts) gets every knob; checked."""
     from omegaconf import OmegaConf
 
     merged = OmegaConf.merge(OmegaConf.load(DEFAULTS_PATH), OmegaConf.create(cfg or {}))
-    return OmegaConf.to_container(merged, resolve=True)
+    merged = OmegaConf.to_container(merged, resolve=True)
+    check_settings(merged)
+    return merged
+
+
+def check_settings(cfg: dict) -> None:
+    """FitInputError naming the first unusable fit.* setting, before any input is read: a typo would otherwise
+    fall back silently (flops_convention, params_field) or surface late as a numpy error deep in a bootstrap."""
+    def get(tree, dotted):
+        for part in dotted.split("."):
+            tree = tree[part]
+        return tree
+
+    def fail(key, wanted):
+        raise FitInputError(f"fit.{key}={get(cfg, key)!r} is not {wanted}")
+
+    if cfg["flops_convention"] is not None and cfg["flops_convention"] not in CONVENTIONS:
+        fail("flops_convention", f"null or one of {', '.join(CONVENTIONS)}")
+    if cfg["params_field"] not in PARAMS_FIELDS:
+        fail("params_field", f"one of {', '.join(PARAMS_FIELDS)}")
+    for key in ("where", "columns"):  # null reads as empty (table.py)
+        if cfg[key] is not None and not isinstance(cfg[key], dict):
+            fail(key, f"a mapping (+fit.{key}.NAME=VALUE)")
+    for key, least in _COUNTS:
+        value = get(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            fail(key, f"an integer >= {least}")
+    for key, test, wanted in _NUMBERS:
+        value = get(cfg, key)
+        if value is None and key in _NULLABLE:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or not test(value):
+            fail(key, wanted)
 
 
 def run_fit(input: str | Path, output_dir: str | Path, cfg: dict | None = None, wandb_cfg: dict | None = None,
@@ -44,8 +97,8 @@ def run_fit(input: str | Path, output_dir: str | Path, cfg: dict | None = None, 
     write_atomic(layout.fit_numbers(output_dir), fit)
     from scaling_lab.fit import plots, report
 
-    images = plots.draw_all(table, fit, output_dir / "plots") if cfg["plots"] else {}
-    (output_dir / "report.md").write_text(report.render(fit, images, output_dir))
+    images = plots.draw_all(table, fit, layout.fit_plots(output_dir)) if cfg["plots"] else {}
+    layout.fit_report(output_dir).write_text(report.render(fit, images, output_dir))
     if wandb_cfg and wandb_cfg.get("mode", "disabled") != "disabled":
         from scaling_lab.fit import wandb_log
 
@@ -58,7 +111,7 @@ def fit_table(table, cfg: dict) -> dict:
     """Every method on one table; numbers only (no files)."""
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(cfg["seed"])).spawn(4)]
     rng_resample, rng_check, rng_break, rng_backtest = streams
-    n_boot, delta, confidence = int(cfg["bootstrap"]), float(cfg["huber_delta"]), float(cfg["confidence"])
+    n_boot, delta = int(cfg["bootstrap"]), float(cfg["huber_delta"])
     N, D, C, L = table.params, table.tokens, table.flops, table.loss
     log_n, log_d, log_l = np.log(N), np.log(D), np.log(L)
     weights = resample_weights(rng_resample, len(L), n_boot)
@@ -145,7 +198,8 @@ def _diminishing_returns(table, cfg, floor_all, floor_all_samples, weights, fron
     C, L = table.flops, table.loss
     cut = float(bcfg["cut"]) if bcfg["cut"] else float(np.quantile(C, float(bcfg["cut_quantile"])))
     back, floor_samples = verdict.backtest(table.params, table.tokens, C, L, cut, delta=float(cfg["huber_delta"]),
-                                           resamples=len(weights), rng=rng_backtest, confidence=confidence)
+                                           resamples=len(weights), n_seeds=int(cfg["bootstrap_seeds"]),
+                                           check=int(cfg["bootstrap_check"]), rng=rng_backtest, confidence=confidence)
     if back["available"]:
         floor, floor_from = back["E"], f"Approach 3 fitted on the runs with C <= {cut:.3g}"
     else:

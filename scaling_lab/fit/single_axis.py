@@ -98,16 +98,14 @@ def _best(model, lx, y, starts):
     return res.x.reshape(n_rows, k, -1)[np.arange(n_rows), pick], f[np.arange(n_rows), pick]
 
 
-def _saturating_starts(lx, y):
-    floor = np.min(y)
-    es = floor + np.log([0.3, 0.7, 0.95])
+def _saturating_starts(y):
+    """Starts (log A, log E, alpha) for log losses y over centred log x: E a fraction of the lowest loss, and
+    the curve through the median loss at the centre (lx = 0, where log(L - E) = log A)."""
+    es = np.min(y) + np.log([0.3, 0.7, 0.95])
     alphas = [0.05, 0.15, 0.35, 0.7]
-    starts = []
-    for e, alpha in itertools.product(es, alphas):
-        # through the middle point: log(L_mid - E) = a - alpha * 0
-        mid = np.exp(np.median(y))
-        starts.append([np.log(max(mid - np.exp(e), 1e-3 * mid)), e, alpha])
-    return np.array(starts)
+    mid = np.exp(np.median(y))
+    return np.array([[np.log(max(mid - np.exp(e), 1e-3 * mid)), e, alpha]
+                     for e, alpha in itertools.product(es, alphas)])
 
 
 def fit_saturating(x, loss) -> dict | None:
@@ -116,7 +114,7 @@ def fit_saturating(x, loss) -> dict | None:
         return None
     center = float(np.mean(np.log(x)))
     lx, y = np.log(x) - center, np.log(loss)
-    theta, rss = _best(saturating, lx, y, _saturating_starts(lx, y))
+    theta, rss = _best(saturating, lx, y, _saturating_starts(y))
     a, e, alpha = theta[0]
     return {"E": float(np.exp(e)), "A": float(np.exp(a + alpha * center)), "alpha": float(alpha),
             "rss": float(rss[0]), "n": int(len(x))}
@@ -168,9 +166,14 @@ def compare_broken(x, loss, floor: float, *, resamples: int, rng: np.random.Gene
     sim_lr = n * np.log(sim_rss1 / np.minimum(sim_rss2, sim_rss1))
     lb, c0, kappa, eta = theta2[0]
     c1 = c0 * np.tanh(kappa)
+    # Monte Carlo p-value (1 + #{LR* >= LR}) / (R + 1): the observed data counts as one of R + 1 draws
+    # (Davison & Hinkley 1997, Sec. 4.2)
+    p_value = (1 + np.sum(sim_lr >= lr)) / (resamples + 1)
+    # AIC = n log(RSS/n) + 2k (Akaike 1974), BIC = n log(RSS/n) + k log n (Schwarz 1978): -2 log-likelihood of
+    # Gaussian log residuals up to a shared constant; k free parameters, E held fixed in both laws
     k1, k2 = 2, 4
     return {
-        "n": n, "floor_E": floor, "lr": float(lr), "p_value": float((1 + np.sum(sim_lr >= lr)) / (resamples + 1)),
+        "n": n, "floor_E": floor, "lr": float(lr), "p_value": float(p_value),
         "resamples": resamples, "sharpness": sharpness,
         "aic": {"single": float(n * np.log(rss1[0] / n) + 2 * k1), "broken": float(n * np.log(rss2[0] / n) + 2 * k2)},
         "bic": {"single": float(n * np.log(rss1[0] / n) + k1 * np.log(n)),

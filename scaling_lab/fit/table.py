@@ -11,12 +11,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from scaling_lab import layout
-from scaling_lab.accounting import tokens_from_compute
+from scaling_lab.accounting import compute_from_tokens, params_total, tokens_from_compute
 from scaling_lab.records import RecordError, read_record
 
 N_PARAMETERS = 5  # E, A, B, alpha, beta of the Approach 3 law
@@ -40,10 +41,6 @@ class RunTable:
     def __len__(self) -> int:
         return len(self.loss)
 
-    def subset(self, mask: np.ndarray) -> RunTable:
-        ids = [r for r, keep in zip(self.run_ids, mask) if keep]
-        return RunTable(ids, self.params[mask], self.tokens[mask], self.flops[mask], self.loss[mask], self.source)
-
 
 @dataclass
 class _Row:
@@ -60,6 +57,8 @@ class _Row:
 def load_table(source: str | Path, cfg: dict[str, Any], wandb_api=None) -> RunTable:
     """The fit's table from ``source``: a results directory, a .csv file, or wandb:ENTITY/PROJECT[/GROUP]."""
     text = str(source)
+    # Hydra turns +fit.where.model.name=X into {"model": {"name": X}}; the readers match dotted names
+    cfg = {**cfg, "where": _flatten(cfg.get("where") or {})}
     notes: list[str] = []
     excluded: list[dict[str, str]] = []
     if text.startswith("wandb:"):
@@ -79,8 +78,8 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
         raise FitInputError(f"input {results_dir}: no run records under {layout.runs_dir(results_dir)}")
     params_key = cfg.get("params_field", "params")
     convention = cfg.get("flops_convention")
-    where = cfg.get("where") or {}
-    rows, conventions, repeated = [], set(), []
+    where = cfg["where"]
+    rows, conventions, repeated, unseen = [], set(), [], set(where)
     for path in paths:
         try:
             record = read_record(path)
@@ -88,6 +87,7 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
             excluded.append({"run": path.parent.name, "reason": f"unreadable record: {_one_line(e)}"})
             continue
         run_id = record["run_id"]
+        unseen = {key for key in unseen if _field(record, key) is _ABSENT}
         if not _matches(record, where):
             continue
         if record["status"] != "completed":
@@ -105,6 +105,8 @@ def _record_rows(results_dir: Path, cfg, notes, excluded) -> list[_Row]:
         rows.append(_Row(run_id, record.get(params_key), record["tokens"], flops, record["final_val_loss"],
                          _canonical(record.get("hparams")), _canonical(data.get("fingerprint")),
                          _canonical(data.get("tokenizer"))))
+    if unseen:  # a misspelt field would otherwise only show up as "too few usable runs"
+        raise FitInputError(f"input {results_dir}: fit.where names field {min(unseen)!r}, which no run record has")
     if len(conventions) > 1:
         raise FitInputError(f"input {results_dir}: runs count FLOPs under different conventions "
                             f"({', '.join(sorted(conventions))}); set fit.flops_convention to one of them")
@@ -139,7 +141,7 @@ def _csv_rows(path: Path, cfg, notes) -> list[_Row]:
     if not has_tokens and not has_flops:
         raise FitInputError(f"input {path}: neither a tokens column {columns['tokens']!r} nor a flops column "
                             f"{columns['flops']!r} (map one with fit.columns.tokens or fit.columns.flops)")
-    where = cfg.get("where") or {}
+    where = cfg["where"]
     for key in where:
         if key not in header:
             raise FitInputError(f"input {path}: fit.where names column {key!r}, which the CSV does not have")
@@ -214,7 +216,7 @@ def _finish(rows: list[_Row], source: str, cfg, notes, excluded) -> RunTable:
             row.tokens = tokens_from_compute(row.flops, row.params)
             _note_once(notes, "tokens D = C / (6 N): the input has compute but no token counts")
         if row.flops is None and row.tokens is not None and row.params is not None:
-            row.flops = 6.0 * row.params * row.tokens
+            row.flops = compute_from_tokens(row.params, row.tokens)
             _note_once(notes, "compute C = 6 N D (Hoffmann et al. 2022): the input has token counts but no compute")
         problem = _invalid(row)
         if problem:
@@ -279,25 +281,36 @@ def _dedupe(rows: list[_Row], notes, excluded) -> list[_Row]:
     return [r for r in rows if id(r) in kept]
 
 
+_ABSENT = object()  # a field the record does not have, unlike one it has as null
+
+
+def _field(record: dict, dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
 def _matches(record: dict, where: dict) -> bool:
     for dotted, wanted in where.items():
-        value: Any = record
-        for part in dotted.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if str(value) != str(wanted):
+        value = _field(record, dotted)
+        if value is _ABSENT or str(value) != str(wanted):
             return False
     return True
 
 
 def _params_from_shape(config: dict) -> float | None:
-    from scaling_lab.accounting import params_total
-    from scaling_lab.model.config import ModelConfig, ShapeError
-
-    keys = ("n_layer", "d_model", "n_head", "vocab_size", "block_size")
-    try:
-        return float(params_total(ModelConfig(**{k: int(config[f"model.{k}"]) for k in keys})))
-    except (KeyError, TypeError, ValueError, ShapeError):
-        return None
+    """N from the shape a W&B run logged (ModelConfig.to_dict() under model.*); None when a number the count
+    reads is missing or not a positive integer, as ModelConfig would refuse it (the fit never imports it)."""
+    shape = {}
+    for key in ("n_layer", "d_model", "vocab_size", "block_size", "mlp_ratio"):
+        value = _number(config.get(f"model.{key}"))
+        if value is None or not value.is_integer() or value <= 0:  # NaN is not an integer
+            return None
+        shape[key] = int(value)
+    return float(params_total(SimpleNamespace(**shape)))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

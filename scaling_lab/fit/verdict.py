@@ -60,9 +60,11 @@ def exponent_change(flops, loss, floor, weight=None) -> tuple[float, float, floa
     return float(lower), float(upper), float(upper - lower)
 
 
-def backtest(params, tokens, flops, loss, cut, *, delta, resamples, rng, confidence) -> tuple[dict, np.ndarray | None]:
+def backtest(params, tokens, flops, loss, cut, *, delta, resamples, n_seeds, check, rng,
+             confidence) -> tuple[dict, np.ndarray | None]:
     """Fit Approach 3 on the runs with C <= cut and predict the others, with prediction intervals from the
-    bootstrap of the fit plus resampled residual noise of the runs below the cut. Returns the result and the
+    bootstrap of the fit plus resampled residual noise of the runs below the cut; n_seeds and check are the
+    fit's bootstrap_seeds and bootstrap_check, as for the fit on all runs. Returns the result and the
     bootstrap samples of the below-cut E (None when there is no backtest)."""
     below = flops <= cut
     if below.sum() < 8 or (~below).sum() < 2:
@@ -71,9 +73,9 @@ def backtest(params, tokens, flops, loss, cut, *, delta, resamples, rng, confide
     if np.unique(params[below]).size < 2 or np.unique(tokens[below]).size < 2:
         return {"available": False, "reason": "the runs below the cut do not vary both N and D"}, None
     log_n, log_d, log_l = np.log(params[below]), np.log(tokens[below]), np.log(loss[below])
-    grid = fit_grid(log_n, log_d, log_l, delta=delta)
+    grid = fit_grid(log_n, log_d, log_l, delta=delta, n_seeds=n_seeds)
     boot = bootstrap_fit(log_n, log_d, log_l, grid, resample_weights(rng, int(below.sum()), resamples), delta=delta,
-                         rng=rng).thetas
+                         check=check, rng=rng).thetas
     held = ~below
     pred = np.log(predict(grid.theta, params[held], tokens[held]))
     pred_boot = np.log(predict(boot[:, None, :], params[held][None], tokens[held][None]))
@@ -88,6 +90,8 @@ def backtest(params, tokens, flops, loss, cut, *, delta, resamples, rng, confide
     # what the mean error would look like if the law held: parameter uncertainty plus noise
     null = np.mean(pred[None] - pred_boot + noise, axis=1)
     mean_error = float(np.mean(error))
+    # two-sided bootstrap p-value: twice the smaller tail of the null at the observed mean error (Davison &
+    # Hinkley 1997, Ch. 4); the 1 / (R + 1) below keeps it off 0 as (1 + #) / (R + 1) does (their Sec. 4.2)
     p = 2 * min(np.mean(null >= mean_error), np.mean(null <= mean_error))
     return {
         "available": True, "cut": float(cut), "n_fit": int(below.sum()), "n_held_out": int(held.sum()),

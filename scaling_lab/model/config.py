@@ -1,6 +1,6 @@
 """Model shapes as data: a registry of named shapes plus free n_layer / d_model / n_head.
 
-No torch here: the accounting module, the planner and the fit read shapes without building a model.
+No torch here: the accounting module and the planner read shapes without building a model.
 """
 
 from __future__ import annotations

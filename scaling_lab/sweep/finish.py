@@ -23,5 +23,5 @@ def fit_sweep(cfg: DictConfig) -> dict | None:
     except FitInputError as e:  # e.g. too few completed runs: the runs stand, the fit waits for more
         print(f"fit skipped: {e}")
         return None
-    print(f"report: {out / 'report.md'}")
+    print(f"report: {layout.fit_report(out)}")
     return fit
