@@ -182,3 +182,13 @@ def test_a_cluster_job_without_its_gpu_leaves_no_record(tmp_path):
     with pytest.raises(ConfigError, match="sees no CUDA GPU"):
         train(RunSpec.from_config(cfg))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_sweep_with_unusable_fit_settings_fails_before_training(tmp_path, capsys):
+    # the fit runs after every run has trained: its settings are checked before the first run starts
+    from scaling_lab.cli import main
+
+    assert main(["sweep", "sweep=smoke", "fit.confidence=95", f"results_dir={tmp_path / 'r'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "fit.confidence=95" in lines[0], lines
+    assert not (tmp_path / "r").exists()

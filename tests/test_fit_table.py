@@ -212,3 +212,16 @@ def test_wandb_shape_that_no_model_could_have_gives_no_params(bad):
     broken.config["model"] = {**broken.config["model"], **bad}
     table = load_table("wandb:team/scaling", {}, wandb_api=FakeApi(runs + [broken]))
     assert table.excluded == [{"run": "broken", "reason": "params missing"}]
+
+
+def test_wandb_runs_are_selected_by_fit_where():
+    runs = [wandb_run(f"r{i}{j}", n, d) for i, n in enumerate(SIZES) for j, d in enumerate(TOKENS)]
+    other = [wandb_run(f"lr{i}{j}", n, d) for i, n in enumerate(SIZES) for j, d in enumerate(TOKENS)]
+    for run in other:
+        run.config["train"] = {"lr": 1e-2}
+        run.summary["val/loss"] += 1.0  # another LR, another law: mixed in, it would bend the fit
+    table = load_table("wandb:team/scaling", {"where": {"train.lr": 1e-3}}, wandb_api=FakeApi(runs + other))
+    assert len(table) == len(runs) and not any(name.startswith("lr") for name in table.run_ids)
+    assert any("runs where train.lr = 0.001" in n for n in table.notes)
+    with pytest.raises(FitInputError, match="fit.where names field 'train.seed', which no W&B run has"):
+        load_table("wandb:team/scaling", {"where": {"train.seed": 0}}, wandb_api=FakeApi(runs))

@@ -174,12 +174,16 @@ def _wandb_rows(spec: str, cfg, notes, excluded, api) -> list[_Row]:
         runs = list(api.runs(f"{parts[0]}/{parts[1]}", filters=filters))
     except Exception as e:  # noqa: BLE001 - network, auth and not-found all mean the same to the user
         raise FitInputError(f"input {spec!r}: W&B could not list the runs ({_one_line(e)})") from e
-    columns = cfg.get("columns") or {}
-    rows = []
+    columns, where = cfg.get("columns") or {}, cfg["where"]
+    rows, unseen = [], set(where)
     for run in runs:
         if getattr(run, "job_type", None) == "fit":
             continue
         summary, config = dict(run.summary), _flatten(dict(run.config))
+        fields = {**summary, **config}  # fit.where names a config field (model.name) or a summary metric
+        unseen -= set(fields)
+        if not all(k in fields and str(fields[k]) == str(v) for k, v in where.items()):
+            continue
         if run.state != "finished":
             excluded.append({"run": run.name, "reason": f"W&B state {run.state}"})
             continue
@@ -197,9 +201,13 @@ def _wandb_rows(spec: str, cfg, notes, excluded, api) -> list[_Row]:
         rows.append(_Row(run.name, params, pick("tokens"), pick("flops"), pick("loss", "val/loss", "final_val_loss"),
                          _canonical({k: v for k, v in config.items() if k.startswith("train.")}),
                          _canonical(config.get("data.fingerprint")), _canonical(config.get("data.tokenizer"))))
+    if unseen:
+        raise FitInputError(f"input {spec!r}: fit.where names field {min(unseen)!r}, which no W&B run has")
     if not rows:
         raise FitInputError(f"input {spec!r}: no finished training runs")
     notes.append(f"runs read from W&B {'/'.join(parts)}")
+    if where:
+        notes.append("runs where " + ", ".join(f"{k} = {v}" for k, v in where.items()))
     return rows
 
 

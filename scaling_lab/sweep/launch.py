@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from scaling_lab.data import TokenCorpus, prepare_corpus
+from scaling_lab.fit.run import settings as fit_settings
 from scaling_lab.sweep import branch, designs, grid, packed
 from scaling_lab.train import device
 from scaling_lab.train.run import ConfigError
@@ -41,6 +42,8 @@ def prepare(config_name: str, overrides: list[str]) -> Sweep:
     launcher = grid.launcher(config_name, overrides)
     if launcher._target_.rsplit(".", 1)[-1] in _LOCAL_LAUNCHERS:
         device.accelerator(cfg["accelerator"])  # accelerator=gpu without one: one line, before any corpus is built
+    if cfg["sweep"].get("fit", True):
+        fit_settings(cfg["fit"])  # a typo in fit.* fails now, in one line, not after the sweep has trained
     corpus = design = None
     if cfg["sweep"].get("design"):
         corpus = prepare_corpus(cfg["data"])  # the vocabulary sizes the shapes
