@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 _UNSEMANTIC_TRAIN_KEYS = ("eval_points", "log_every", "checkpoint_every", "keep_checkpoint",
                           # speed knobs: the same optimizer steps, computed differently
                           "compile", "compile_mode", "micro_batch_size", "loss_chunk_rows")
-ACCELERATORS = ("auto", "cpu", "gpu")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # train.* keys that leave the math unchanged at these values: left out of the id, so runs keep their earlier ids
 _ID_DEFAULTS = {"schedule": "cosine", "warmup_tokens": None}
 # keys that only one schedule reads
@@ -38,7 +36,10 @@ _TRAIN_INTERVALS = {"lr": "(0, inf)", "warmup_frac": "[0, 1)", "warmup_tokens": 
                     "cooldown_frac": "(0, 1)", "weight_decay": "[0, inf)", "beta1": "[0, 1)", "beta2": "[0, 1)",
                     "eps": "(0, inf)", "grad_clip": "[0, inf)", "divergence_factor": "(0, inf)"}
 _NULLABLE = ("lr", "warmup_tokens", "grad_clip")  # null = the published rule / warmup_frac / no clipping
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")  # Lightning's names
+# the values of the choice knobs (precision and compile_mode: Lightning's and torch.compile's names)
+ACCELERATORS = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # a diverged run would diverge again (training is deterministic): like a completed one, it is a result
 FINISHED = ("completed", "diverged")
 
