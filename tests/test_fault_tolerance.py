@@ -205,13 +205,17 @@ def test_two_racing_launches_train_each_run_once(tmp_path, env):
         assert both.count(f"run {r['run_id']}: N=") == 1, both[-4000:]
 
 
+EMPTY_SPLIT = "leaves the validation split empty"
+
+
 @pytest.mark.slow
 def test_a_diverging_and_a_crashing_run_do_not_stop_the_sweep(tmp_path, env):
     from scaling_lab.fit.table import _record_rows
 
-    # lr=1000 blows up; precision=bogus passes the config checks and crashes inside Lightning
+    # lr=1000 blows up; data.max_chars=1 passes the config checks and crashes in the job, whose corpus of one
+    # document leaves no validation split
     args = ("sweep", "sweep=smoke", *run("train.tokens=4096", "train.lr=0.003,1000", "train.log_every=1"),
-            "train.precision=32-true,bogus", "train.checkpoint_every=2", "sweep.fit=false", "logger=none",
+            "data.max_chars=null,1", "train.checkpoint_every=2", "sweep.fit=false", "logger=none",
             f"results_dir={tmp_path}")
     proc = cli(*args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -223,14 +227,14 @@ def test_a_diverging_and_a_crashing_run_do_not_stop_the_sweep(tmp_path, env):
             assert "training loss" in r["error"]
             assert not layout.checkpoint_path(tmp_path, r["run_id"]).exists()
         if status == "failed":
-            assert "bogus" in r["error"] and (layout.run_dir(tmp_path, r["run_id"]) / "error.txt").exists()
+            assert EMPTY_SPLIT in r["error"] and (layout.run_dir(tmp_path, r["run_id"]) / "error.txt").exists()
 
     shown = cli("status", f"results_dir={tmp_path}", env=env).stdout
     assert "1 completed, 0 running, 2 failed, 1 diverged, 0 pending" in shown
-    assert shown.count("bogus") == 2 and "training loss" in shown
+    assert shown.count(EMPTY_SPLIT) == 2 and "training loss" in shown
 
     excluded: list[dict] = []
-    rows = _record_rows(tmp_path, {}, [], excluded)
+    rows = _record_rows(tmp_path, {"where": {}}, [], excluded)
     assert len(rows) == 1 and len(excluded) == 3
     assert sorted(e["reason"].split(":")[0] for e in excluded) == ["status diverged", "status failed", "status failed"]
 
