@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from scaling_lab import layout, records
-from support import cli, isolated_env
+from support import ONE_THREAD, cli, isolated_env
 
 pytestmark = pytest.mark.slow
 SECRET = "wandb-key-that-must-never-be-written-0123456789"
@@ -21,7 +21,7 @@ SECRET = "wandb-key-that-must-never-be-written-0123456789"
 @pytest.fixture(scope="session")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("token-cache")
-    return isolated_env(cache, WANDB_API_KEY=SECRET)
+    return isolated_env(cache, WANDB_API_KEY=SECRET, **ONE_THREAD)
 
 
 @pytest.fixture(scope="session")

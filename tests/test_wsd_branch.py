@@ -24,7 +24,7 @@ from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.sweep import branch, launch, plan
 from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import cooldown_steps_for, warmup_cosine, warmup_stable_decay
-from support import cli, isolated_env
+from support import ONE_THREAD, cli, isolated_env
 
 # 8, 16, 32, 64 steps of 2 x 128 tokens; the trunk is the 16,384-token run of each size
 BUDGETS = (2048, 4096, 8192, 16384)
@@ -37,7 +37,7 @@ STEP_TOKENS = 2 * 128
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("token-cache")
-    return isolated_env(cache)
+    return isolated_env(cache, **ONE_THREAD)
 
 
 def by_id(results) -> dict[str, dict]:
