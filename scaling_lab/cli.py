@@ -57,8 +57,8 @@ def _train_task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from scaling_lab.sweep.branch import train_group
     from scaling_lab.claim import Busy
+    from scaling_lab.sweep.branch import train_group
     from scaling_lab.train.run import RunSpec, train
 
     try:
@@ -77,8 +77,7 @@ def _train_task(cfg: DictConfig) -> None:
 
 
 def train_cmd(overrides: list[str]) -> int:
-    from scaling_lab import layout
-    from scaling_lab import claim
+    from scaling_lab import claim, layout
     from scaling_lab.train import device
     from scaling_lab.train.run import RunSpec
 
