@@ -20,6 +20,8 @@ from scaling_lab.records import write_atomic
 
 DEFAULTS_PATH = CONF_DIR / "fit" / "default.yaml"
 PARAMS_FIELDS = ("params", "params_non_embedding")  # the record fields that count N (scaling_lab.records)
+# the level of every estimate's bootstrap interval (fit.json's ci95); fit.confidence is the verdict's own level
+INTERVAL = 0.95
 
 # numeric settings: (dotted key, smallest allowed integer) for counts, (dotted key, test, what it must be) for the
 # rest; _NULLABLE are those whose null means something (conf/fit/default.yaml)
@@ -125,27 +127,28 @@ def fit_table(table, cfg: dict) -> dict:
                                     rng=rng_check)
     timing["bootstrap"] = time.perf_counter() - t0
     point, samples = parametric.named(grid.theta), parametric.named(boot.thetas)
-    se, ci = summarize(samples, 0.95)
+    se, ci = summarize(samples, INTERVAL)
     target = float(cfg["target_compute"] or 10 * C.max())
     alloc, alloc_samples = parametric.allocation(grid.theta, target), parametric.allocation(boot.thetas, target)
-    alloc_se, alloc_ci = summarize(alloc_samples, 0.95)
+    alloc_se, alloc_ci = summarize(alloc_samples, INTERVAL)
     residuals = log_l - np.log(parametric.predict(grid.theta, N, D))
     curve_c = np.logspace(np.log10(C.min()), np.log10(target), 40)
     curve_boot = parametric.allocation(boot.thetas[:, None, :], curve_c)["loss_opt"]
     curve = {"compute": curve_c, "loss": parametric.allocation(grid.theta, curve_c)["loss_opt"],
-             "lo": np.nanpercentile(curve_boot, 2.5, axis=0), "hi": np.nanpercentile(curve_boot, 97.5, axis=0)}
+             "lo": np.nanpercentile(curve_boot, 50 * (1 - INTERVAL), axis=0),
+             "hi": np.nanpercentile(curve_boot, 50 * (1 + INTERVAL), axis=0)}
 
     labels = isoflop.buckets(C, float(cfg["isoflop"]["bucket_decades"]))
     window = int(cfg["isoflop"]["window"])
     iso = isoflop.fit_isoflop(N, D, C, L, labels, window=window)
     iso_samples = [isoflop.fit_isoflop(N, D, C, L, labels, window=window, weight=w) for w in weights] if iso["a"] is not None else []
     iso_boot = {k: np.array([s[k] if s[k] is not None else np.nan for s in iso_samples]) for k in ("a", "b")}
-    iso_se, iso_ci = summarize(iso_boot, 0.95) if iso_samples else ({}, {})
+    iso_se, iso_ci = summarize(iso_boot, INTERVAL) if iso_samples else ({}, {})
 
     env = envelope.fit_envelope(N, D, C, L)
     env_samples = [envelope.fit_envelope(N, D, C, L, weight=w) for w in weights]
     env_boot = {k: np.array([s[k] if s[k] is not None else np.nan for s in env_samples]) for k in ("a", "b")}
-    env_se, env_ci = summarize(env_boot, 0.95)
+    env_se, env_ci = summarize(env_boot, INTERVAL)
 
     front = np.array(env["runs"], dtype=int)
     axes = {"L(N)": _lowest_by(N, L), "L(D)": _lowest_by(D, L), "L(C)": (C[front], L[front])}
