@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 RECORD_NAME = "record.json"
+PACKED_JOURNAL = "packed.jsonl"
 
 
 def check_writable(results_dir: str | Path) -> None:
@@ -63,6 +64,16 @@ def claim_path(results_dir: str | Path, run_id: str) -> Path:
 def record_paths(results_dir: str | Path) -> Iterator[Path]:
     """Every run record under a results directory, in a stable order."""
     yield from sorted(runs_dir(results_dir).glob(f"*/{RECORD_NAME}"))
+
+
+def packed_journal(launch_dir: str | Path) -> Path:
+    """hydra/launcher=packed's journal of one launch, in its Hydra sweep dir (.hydra/<time>/, conf/main.yaml)."""
+    return Path(launch_dir) / PACKED_JOURNAL
+
+
+def packed_journals(results_dir: str | Path) -> list[Path]:
+    """The packed journals of every launch into a results directory, oldest first."""
+    return sorted(Path(results_dir).glob(f".hydra/*/{PACKED_JOURNAL}"))
 
 
 def sweep_manifest(results_dir: str | Path) -> Path:

@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 from scaling_lab import layout, records
-from scaling_lab.sweep.packed import JOURNAL
 
 
 def sweep(k: int, args: argparse.Namespace, extra: list[str], results: Path) -> dict:
@@ -39,7 +38,7 @@ def sweep(k: int, args: argparse.Namespace, extra: list[str], results: Path) -> 
     recs = [records.read_record(p) for p in layout.record_paths(results)]
     if len(recs) != k or any(r["status"] != "completed" for r in recs):
         sys.exit(f"k={k}: expected {k} completed runs in {results}, got {[r['status'] for r in recs]}")
-    jobs = [json.loads(line) for path in results.glob(f".hydra/*/{JOURNAL}") for line in path.read_text().splitlines()]
+    jobs = [json.loads(line) for path in layout.packed_journals(results) for line in path.read_text().splitlines()]
     per_run = [r["throughput"]["steady_tokens_per_s"] for r in recs]
     if None in per_run:
         sys.exit(f"k={k}: a run too short for a steady rate; raise --tokens")

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from scaling_lab import claim, layout, records
 from scaling_lab.cli import main
-from scaling_lab.sweep.packed import JOURNAL, PackedLauncher
+from scaling_lab.sweep.packed import PackedLauncher
 from support import cli, isolated_env, start
 
 # 4 smoke runs (2 sizes x 2 budgets), a few seconds each on a CPU
@@ -36,7 +36,7 @@ def load(results) -> dict[str, dict]:
 
 
 def journal(results) -> list[dict]:
-    (path,) = (results / ".hydra").glob(f"*/{JOURNAL}")
+    (path,) = layout.packed_journals(results)
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 

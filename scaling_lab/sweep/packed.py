@@ -35,12 +35,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from scaling_lab import layout
 from scaling_lab.train.run import ConfigError, check_count
 
 # Hydra instantiates launchers only from the `hydra_plugins` namespace (hydra.core.plugins.Plugins._instantiate);
 # scaling-lab ships no top-level hydra_plugins package, so this module is published there under this name.
 PLUGIN_MODULE = "hydra_plugins.scaling_lab_packed"
-JOURNAL = "packed.jsonl"
 _POLL_S = 0.1  # how often the launcher looks for ended children
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _job_return(tmp: Path, idx: int, overrides: Sequence[str], proc: subprocess.
 def _journal(sweep_dir: Path, idx: int, proc: subprocess.Popen, slot: str | None, started: float) -> None:
     entry = {"job": idx, "pid": proc.pid, "gpus": slot, "started": started, "ended": time.time(),
              "exit_code": proc.returncode}
-    with open(sweep_dir / JOURNAL, "a") as f:
+    with open(layout.packed_journal(sweep_dir), "a") as f:
         f.write(json.dumps(entry) + "\n")
 
 
