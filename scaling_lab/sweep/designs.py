@@ -23,7 +23,7 @@ from hydra.core.config_store import ConfigStore
 from scaling_lab import accounting, layout
 from scaling_lab.model.config import SHAPES, ModelConfig
 from scaling_lab.model.sizing import ASPECT_RATIO, HEAD_DIM, label, shape_for_params
-from scaling_lab.train.run import ConfigError
+from scaling_lab.train.run import ConfigError, check_count
 
 GROUP = "design_run"
 KINDS = ("isoflop", "ladder")
@@ -105,7 +105,8 @@ def from_config(cfg: Mapping[str, Any], vocab_size: int) -> Design | None:
     shape_for(1.0)  # a bad shape rule fails here, naming its keys
     step = 1.0
     if kind == "isoflop":
-        sizes = _int(spec, "sizes_per_budget", 1)
+        sizes = spec.get("sizes_per_budget")
+        check_count("sweep.design.sizes_per_budget", sizes)
         span = _number(spec, "span", 1.0, inclusive=sizes == 1)
         step = span ** (1 / (sizes - 1)) if sizes > 1 else span
     return Design(kind, spec, convention, step, shape_for, block_size)
@@ -219,13 +220,6 @@ def _ladder(design: Design, vocab_size: int) -> list[Planned]:
                                   f"sequence of model.block_size={design.block_size} tokens")
             runs.append(Planned(shape, tokens, target=target))
     return runs
-
-
-def _int(spec: Mapping[str, Any], key: str, low: int) -> int:
-    value = spec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"sweep.design.{key} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def _number(spec: Mapping[str, Any], key: str, low: float, inclusive: bool = False,
