@@ -312,10 +312,10 @@ def test_hydra_overrides_select_the_hf_group(tmp_path):
     ("overrides", "message"),
     [
         (dict(source="foo"), "data.source='foo' is not one of stdlib, python, hf"),
-        (dict(val_fraction=1.5), r"data.val_fraction must be in \(0, 1\)"),
+        (dict(val_fraction=1.5), r"data.val_fraction must be a number in \(0, 1\)"),
         (dict(tokenizer="wordpiece"), "data.tokenizer='wordpiece' is not one of byte, bpe"),
         (dict(stdlib_root="/no/such/dir"), "data.stdlib_root='/no/such/dir' is not a directory"),
-        (dict(max_docs=0), "data.max_docs must be a positive integer"),
+        (dict(max_docs=0), "data.max_docs must be an integer >= 1 or null"),
         (dict(max_docs=1), "data.val_fraction=0.2 leaves the"),
     ],
 )

@@ -129,8 +129,8 @@ def test_training_is_deterministic_given_the_seed(tmp_path, env):
     [
         ("model.d_model=65", "model.d_model=65 is not divisible by model.n_head=4"),
         ("model.name=tiny-99", "model.name='tiny-99' is not a known shape"),
-        ("train.tokens=0", "train.tokens must be a positive number"),
-        ("train.tokens=-5", "train.tokens must be a positive number"),
+        ("train.tokens=0", "train.tokens must be a number in (0, inf)"),
+        ("train.tokens=-5", "train.tokens must be a number in (0, inf)"),
         ("train.tokens=100", "less than one sequence"),
         ("sweep=nope", "sweep"),
         ("accelerator=tpu", "accelerator='tpu' is not one of"),

@@ -126,12 +126,13 @@ def test_importing_the_fit_loads_no_model_code():
     ("fit.flops_convention=6ND", "fit.flops_convention='6ND'"),
     ("fit.params_field=params_embedding", "fit.params_field='params_embedding'"),
     ("+fit.where.modle.name=s0", "fit.where names field 'modle.name'"),
-    ("fit.confidence=1.5", "fit.confidence=1.5"),
-    ("fit.confidence=0", "fit.confidence=0"),
-    ("fit.bootstrap=0", "fit.bootstrap=0"),
-    ("fit.bootstrap_seeds=2.5", "fit.bootstrap_seeds=2.5"),
-    ("fit.bootstrap_check=-1", "fit.bootstrap_check=-1"),
-    ("fit.huber_delta=-1e-3", "fit.huber_delta=-0.001"),
+    ("fit.confidence=1.5", "fit.confidence must be a number in (0, 1), got 1.5"),
+    ("fit.confidence=0", "fit.confidence must be a number in (0, 1), got 0"),
+    ("fit.bootstrap=0", "fit.bootstrap must be an integer >= 1, got 0"),
+    ("fit.bootstrap_seeds=2.5", "fit.bootstrap_seeds must be an integer >= 1, got 2.5"),
+    ("fit.bootstrap_check=-1", "fit.bootstrap_check must be an integer >= 0, got -1"),
+    ("fit.huber_delta=-1e-3", "fit.huber_delta must be a number in (0, inf), got -0.001"),
+    ("fit.backtest.cut=0", "fit.backtest.cut must be a number in (0, inf) or null, got 0"),
 ])
 def test_unusable_fit_settings_are_one_line_before_any_fitting(tmp_path, capsys, override, names):
     from scaling_lab.cli import main

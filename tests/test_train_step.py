@@ -97,8 +97,8 @@ def test_auto_micro_batch_of_a_packed_run_fits_its_share_of_the_free_memory():
     [
         ("train.compile=maybe", "train.compile must be auto, true or false"),
         ("train.compile_mode=fastest", "train.compile_mode='fastest' is not one of"),
-        ("train.micro_batch_size=0", "train.micro_batch_size must be a positive integer or auto, null"),
-        ("train.loss_chunk_rows=many", "train.loss_chunk_rows must be a positive integer or null"),
+        ("train.micro_batch_size=0", "train.micro_batch_size must be an integer >= 1 or auto, null"),
+        ("train.loss_chunk_rows=many", "train.loss_chunk_rows must be an integer >= 1 or null"),
     ],
 )
 def test_bad_speed_knobs_fail_before_training_with_one_line(tmp_path, capsys, override, message):

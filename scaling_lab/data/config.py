@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaling_lab import checks
+
 SOURCES = ("stdlib", "python", "hf")
 TOKENIZERS = ("byte", "bpe")
 SAMPLE_BY = ("line", "paragraph", "document")
@@ -55,10 +57,8 @@ class DataConfig:
             raise DataConfigError(f"data.{unknown[0]} is not a data config key; known: {', '.join(sorted(KEYS))}")
         source = _choice(raw, "source", SOURCES)
         tokenizer = _choice(raw, "tokenizer", TOKENIZERS)
-        val_fraction = raw.get("val_fraction")
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-            raise DataConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}")
-        vocab = _positive_int(raw, "bpe_vocab_size") if tokenizer == "bpe" else None
+        val_fraction = checks.number("data.val_fraction", raw.get("val_fraction"), "(0, 1)", error=DataConfigError)
+        vocab = _count(raw, "bpe_vocab_size") if tokenizer == "bpe" else None
         if vocab is not None and vocab <= 257:
             raise DataConfigError(f"data.bpe_vocab_size must be > 257 (256 bytes + end-of-document), got {vocab}")
         if tokenizer == "bpe" and vocab is None:
@@ -66,7 +66,7 @@ class DataConfig:
         cache_dir = Path(raw["cache_dir"]).expanduser() if raw.get("cache_dir") else default_cache_dir()
         common = dict(
             source=source, tokenizer=tokenizer, val_fraction=float(val_fraction), cache_dir=cache_dir,
-            bpe_vocab_size=vocab, max_docs=_positive_int(raw, "max_docs"), max_chars=_positive_int(raw, "max_chars"),
+            bpe_vocab_size=vocab, max_docs=_count(raw, "max_docs"), max_chars=_count(raw, "max_chars"),
         )
         if source == "stdlib":
             return cls(**common, stdlib_root=_stdlib_root(raw.get("stdlib_root")))
@@ -134,8 +134,5 @@ def _choice(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _positive_int(raw: Mapping[str, Any], key: str) -> int | None:
-    value = raw.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise DataConfigError(f"data.{key} must be a positive integer or null, got {value!r}")
-    return value
+def _count(raw: Mapping[str, Any], key: str) -> int | None:
+    return checks.count(f"data.{key}", raw.get(key), besides=(None,), error=DataConfigError)

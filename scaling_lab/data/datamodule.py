@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from scaling_lab import checks
 from scaling_lab.data.config import DataConfigError
 from scaling_lab.data.prepare import TokenCorpus
+
+_count = functools.partial(checks.count, error=DataConfigError)
 
 # Muennighoff et al. 2023 (Scaling Data-Constrained Language Models, Sec. 5): up to ~4 epochs, repeated tokens
 # are worth almost as much as unique ones; beyond that their value decays quickly.
@@ -74,11 +77,11 @@ class TokenDataModule(L.LightningDataModule):
     def __init__(self, corpus: TokenCorpus, block_size: int, batch_size: int, tokens: int, seed: int,
                  val_tokens: int):
         super().__init__()
-        _check_int("model.block_size", block_size, 1)
-        _check_int("train.batch_size", batch_size, 1)
-        _check_int("train.tokens", tokens, 1)
-        _check_int("seed", seed, 0)
-        _check_int("data.val_tokens", val_tokens, block_size)
+        _count("model.block_size", block_size, 1)
+        _count("train.batch_size", batch_size, 1)
+        _count("train.tokens", tokens, 1)
+        _count("seed", seed, 0)
+        _count("data.val_tokens", val_tokens, block_size)
         self.corpus, self.block_size, self.batch_size, self.seed = corpus, block_size, batch_size, seed
         self.n_windows = self._windows("train", len(corpus.train))
         self.n_val_windows = self._windows("validation", min(val_tokens + 1, len(corpus.val)))
@@ -140,12 +143,6 @@ class TokenDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         batches = WindowBatches(self.corpus.val, self.block_size, self.batch_size, self.n_val_windows, _identity)
         return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
-
-
-def _check_int(key: str, value: object, low: int, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        bounds = f"in [{low}, {high}]" if high < math.inf else f">= {low}"
-        raise DataConfigError(f"{key} must be an integer {bounds}, got {value!r}")
 
 
 def _identity(sequences: np.ndarray) -> np.ndarray:

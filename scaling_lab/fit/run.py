@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling_lab import layout
+from scaling_lab import checks, layout
 from scaling_lab.accounting import CONVENTIONS
 from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.fit import envelope, isoflop, parametric, single_axis, verdict
@@ -23,22 +23,14 @@ PARAMS_FIELDS = ("params", "params_non_embedding")  # the record fields that cou
 # the level of every estimate's bootstrap interval (fit.json's ci95); fit.confidence is the verdict's own level
 INTERVAL = 0.95
 
-# numeric settings: (dotted key, smallest allowed integer) for counts, (dotted key, test, what it must be) for the
-# rest; _NULLABLE are those whose null means something (conf/fit/default.yaml)
-_COUNTS = (("bootstrap", 1), ("bootstrap_seeds", 1), ("bootstrap_check", 0), ("exclude_top_loss", 0), ("seed", 0),
-           ("isoflop.window", 3))  # a parabola needs 3 sizes
-_NUMBERS = (
-    ("confidence", lambda x: 0 < x < 1, "a number strictly between 0 and 1"),
-    ("huber_delta", lambda x: x > 0, "a positive number"),
-    ("target_compute", lambda x: x > 0, "a positive number of FLOPs or null"),
-    ("isoflop.bucket_decades", lambda x: x >= 0, "a number >= 0"),
-    ("backtest.cut", lambda x: x > 0, "a positive number of FLOPs or null"),
-    ("backtest.cut_quantile", lambda x: 0 <= x <= 1, "a number in [0, 1]"),
-    ("verdict.material_change", lambda x: x > 0, "a positive number"),
-    ("verdict.min_decades", lambda x: x >= 0, "a number >= 0"),
-    ("verdict.break_sharpness", lambda x: x > 0, "a positive number"),
-    ("verdict.bandwidth_decades", lambda x: x > 0, "a positive number or null"),
-)
+# numeric settings: the smallest allowed integer of each count, the interval of each other number; _NULLABLE are
+# those whose null means something (conf/fit/default.yaml)
+_COUNTS = {"bootstrap": 1, "bootstrap_seeds": 1, "bootstrap_check": 0, "exclude_top_loss": 0, "seed": 0,
+           "isoflop.window": 3}  # a parabola needs 3 sizes
+_INTERVALS = {"confidence": "(0, 1)", "huber_delta": "(0, inf)", "target_compute": "(0, inf)",
+              "isoflop.bucket_decades": "[0, inf)", "backtest.cut": "(0, inf)", "backtest.cut_quantile": "[0, 1]",
+              "verdict.material_change": "(0, inf)", "verdict.min_decades": "[0, inf)",
+              "verdict.break_sharpness": "(0, inf)", "verdict.bandwidth_decades": "(0, inf)"}
 _NULLABLE = {"target_compute", "backtest.cut", "verdict.bandwidth_decades"}
 
 
@@ -70,17 +62,11 @@ def check_settings(cfg: dict) -> None:
     for key in ("where", "columns"):  # null reads as empty (table.py)
         if cfg[key] is not None and not isinstance(cfg[key], dict):
             fail(key, f"a mapping (+fit.{key}.NAME=VALUE)")
-    for key, least in _COUNTS:
-        value = get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            fail(key, f"an integer >= {least}")
-    for key, test, wanted in _NUMBERS:
-        value = get(cfg, key)
-        if value is None and key in _NULLABLE:
-            continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not number or not test(value):
-            fail(key, wanted)
+    for key, least in _COUNTS.items():
+        checks.count(f"fit.{key}", get(cfg, key), least, error=FitInputError)
+    for key, interval in _INTERVALS.items():
+        besides = (None,) if key in _NULLABLE else ()
+        checks.number(f"fit.{key}", get(cfg, key), interval, besides=besides, error=FitInputError)
 
 
 def run_fit(input: str | Path, output_dir: str | Path, cfg: dict | None = None, wandb_cfg: dict | None = None,

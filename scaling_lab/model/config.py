@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from scaling_lab import checks
+
 # Named shapes. The tiny-* ladder fits a 2-core CPU sweep in minutes; the gpt-* ladder is the GPU
 # yardstick of nanoGPT-style shapes (params quoted for vocabulary 50,304 and context 1,024).
 SHAPES: dict[str, dict[str, int]] = {
@@ -55,14 +57,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for key in ("n_layer", "d_model", "n_head", "vocab_size", "block_size", "mlp_ratio"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise ShapeError(f"model.{key} must be a positive integer, got {value!r}")
+            checks.count(f"model.{key}", getattr(self, key), error=ShapeError)
         if self.parametrization not in PARAMETRIZATIONS:
             raise ShapeError(f"model.parametrization={self.parametrization!r} is not one of {PARAMETRIZATIONS}")
-        base = self.mup_base_width
-        if self.parametrization == "mup" and (not isinstance(base, int) or base <= 0):
-            raise ShapeError(f"model.mup_base_width must be a positive integer under mup, got {base!r}")
+        if self.parametrization == "mup":
+            checks.count("model.mup_base_width", self.mup_base_width, error=ShapeError)
         if self.d_model % self.n_head:
             raise ShapeError(
                 f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}"

@@ -23,7 +23,7 @@ from hydra.core.config_store import ConfigStore
 from scaling_lab import accounting, layout
 from scaling_lab.model.config import SHAPES, ModelConfig
 from scaling_lab.model.sizing import ASPECT_RATIO, HEAD_DIM, label, shape_for_params
-from scaling_lab.train.run import ConfigError, check_count
+from scaling_lab.train.run import ConfigError, check_count, check_interval
 
 GROUP = "design_run"
 KINDS = ("isoflop", "ladder")
@@ -107,7 +107,7 @@ def from_config(cfg: Mapping[str, Any], vocab_size: int) -> Design | None:
     if kind == "isoflop":
         sizes = spec.get("sizes_per_budget")
         check_count("sweep.design.sizes_per_budget", sizes)
-        span = _number(spec, "span", 1.0, inclusive=sizes == 1)
+        span = check_interval("sweep.design.span", spec.get("span"), "[1, inf)" if sizes == 1 else "(1, inf)")
         step = span ** (1 / (sizes - 1)) if sizes > 1 else span
     return Design(kind, spec, convention, step, shape_for, block_size)
 
@@ -122,15 +122,16 @@ def optimal_params(design: Design, budget: float) -> float:
     """
     n_opt = design.spec.get("n_opt")
     if n_opt and not isinstance(n_opt, str):  # typed in as N_opt = G * C^a, C under the design's convention
-        exponent = _number(n_opt, "exponent", -math.inf, where="sweep.design.n_opt")
-        return _number(n_opt, "coefficient", 0.0, where="sweep.design.n_opt") * budget**exponent
+        exponent = check_interval("sweep.design.n_opt.exponent", n_opt.get("exponent"), "(-inf, inf)")
+        coefficient = check_interval("sweep.design.n_opt.coefficient", n_opt.get("coefficient"), "(0, inf)")
+        return coefficient * budget**exponent
     if n_opt:
         exponent, coefficient = fitted_law(n_opt)
 
         def law(k: float) -> float:
             return coefficient * (budget / k) ** exponent
     else:
-        ratio = _number(design.spec, "tokens_per_param", 0.0)
+        ratio = check_interval("sweep.design.tokens_per_param", design.spec.get("tokens_per_param"), "(0, inf)")
 
         def law(k: float) -> float:
             return math.sqrt(budget / (k * ratio))
@@ -201,7 +202,7 @@ def _ladder(design: Design, vocab_size: int) -> list[Planned]:
         raise ConfigError("sweep.design.sizes is empty: give target parameter counts or names from SHAPES")
     if not multiples or any(not isinstance(m, (int, float)) or m <= 0 for m in multiples):
         raise ConfigError(f"sweep.design.multiples must be positive multiples of tokens_per_param, got {multiples!r}")
-    ratio = _number(spec, "tokens_per_param", 0.0)
+    ratio = check_interval("sweep.design.tokens_per_param", spec.get("tokens_per_param"), "(0, inf)")
     runs = []
     for size in sizes:
         if isinstance(size, str):
@@ -220,15 +221,6 @@ def _ladder(design: Design, vocab_size: int) -> list[Planned]:
                                   f"sequence of model.block_size={design.block_size} tokens")
             runs.append(Planned(shape, tokens, target=target))
     return runs
-
-
-def _number(spec: Mapping[str, Any], key: str, low: float, inclusive: bool = False,
-             where: str = "sweep.design") -> float:
-    value = spec.get(key)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not (value >= low if inclusive else value > low):
-        raise ConfigError(f"{where}.{key} must be a number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
-    return float(value)
 
 
 def check_overrides(overrides: list[str]) -> None:

@@ -11,11 +11,12 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from scaling_lab import accounting, claim, layout, provenance, records, tracking
+from scaling_lab import accounting, checks, claim, layout, provenance, records, tracking
 from scaling_lab.data.config import DataConfig
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.train import hparams
@@ -46,6 +47,11 @@ FINISHED = ("completed", "diverged")
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
+
+
+# the shared numeric checks (scaling_lab/checks.py), failing as this stage's ConfigError
+check_count = partial(checks.count, error=ConfigError)
+check_interval = partial(checks.number, error=ConfigError)
 
 
 class Diverged(RuntimeError):
@@ -107,14 +113,13 @@ def _semantic_train(train: dict) -> dict:
 def _check(model: dict, train: dict, trainer: dict) -> None:
     ModelConfig.from_config(model, vocab_size=256)
     tokens = train["tokens"]
-    if not isinstance(tokens, (int, float)) or tokens <= 0:
-        raise ConfigError(f"train.tokens must be a positive number of tokens, got {tokens!r}")
+    check_interval("train.tokens", tokens, "(0, inf)")
     if tokens < model["block_size"]:
         raise ConfigError(f"train.tokens={tokens} is less than one sequence (model.block_size={model['block_size']})")
     if train["batch_size"] is not None:
         check_count("train.batch_size", train["batch_size"])
     for key, interval in _TRAIN_INTERVALS.items():
-        check_interval(f"train.{key}", train[key], interval, nullable=key in _NULLABLE)
+        check_interval(f"train.{key}", train[key], interval, besides=(None,) if key in _NULLABLE else ())
     if train["schedule"] not in SCHEDULES:
         raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {train['schedule']!r}")
     if train["lr_rule"] not in hparams.RULES:
@@ -133,35 +138,13 @@ def _check(model: dict, train: dict, trainer: dict) -> None:
     check_count("trainer.runs_per_device", trainer.get("runs_per_device", 1))
 
 
-def check_interval(key: str, value, interval: str, nullable: bool = False) -> None:
-    """One line naming the key unless `value` is a number in `interval`, written as in maths: "(0, 1]", "[0, inf)"."""
-    if value is None and nullable:
-        return
-    low, high = (float(end) for end in interval[1:-1].split(","))
-    inside = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and (low < value if interval[0] == "(" else low <= value)
-              and (value < high if interval[-1] == ")" else value <= high))
-    if not inside:
-        raise ConfigError(f"{key} must be a number in {interval}{' or null' if nullable else ''}, got {value!r}")
-
-
-def check_count(key: str, value, low: int = 1) -> None:
-    """One line naming the key unless `value` is an integer >= low (YAML's true is no count)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
-
-
 def _check_speed_knobs(train: dict) -> None:
     if train["compile"] not in ("auto", True, False):
         raise ConfigError(f"train.compile must be auto, true or false, got {train['compile']!r}")
     if train["compile_mode"] not in COMPILE_MODES:
         raise ConfigError(f"train.compile_mode={train['compile_mode']!r} is not one of {COMPILE_MODES}")
-    for key, allowed in (("micro_batch_size", "auto, null"), ("loss_chunk_rows", "null")):
-        value = train[key]
-        if value is None or value == "auto" and key == "micro_batch_size":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"train.{key} must be a positive integer or {allowed}, got {value!r}")
+    check_count("train.micro_batch_size", train["micro_batch_size"], besides=("auto", None))
+    check_count("train.loss_chunk_rows", train["loss_chunk_rows"], besides=(None,))
 
 
 def _label(model: dict, tokens: float) -> str:
