@@ -184,11 +184,24 @@ def test_a_cluster_job_without_its_gpu_leaves_no_record(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_cluster_gpu_sweep_plans_on_a_login_node_without_a_time_estimate(tmp_path, capsys):
+    # SLURM jobs find their GPUs on the nodes: the plan still lists every run, and says why it has no wall time
+    from scaling_lab.cli import main
+
+    assert main(["sweep", "sweep=smoke", "hydra/launcher=slurm", "accelerator=gpu", "plan=true",
+                 f"results_dir={tmp_path / 'r'}"]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs, 73,728 tokens" in out
+    assert "estimated wall time: none, accelerator=gpu and this machine has no GPU to probe" in out
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_sweep_with_unusable_fit_settings_fails_before_training(tmp_path, capsys):
     # the fit runs after every run has trained: its settings are checked before the first run starts
     from scaling_lab.cli import main
 
     assert main(["sweep", "sweep=smoke", "fit.confidence=95", f"results_dir={tmp_path / 'r'}"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "fit.confidence=95" in lines[0], lines
+    assert len(lines) == 1 and "fit.confidence must be a number in (0, 1), got 95" in lines[0], lines
     assert not (tmp_path / "r").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from scaling_lab import layout, provenance, records
 from scaling_lab.train.run import RunSpec
@@ -19,14 +19,13 @@ def expand(config_name: str, overrides: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 
-def preset(config_name: str, overrides: list[str]):
-    """The config every job shares: the command line without its sweep overrides (a,b,c)."""
-    return compose(config_name, overrides=_fixed(overrides))
-
-
-def launcher(config_name: str, overrides: list[str]):
-    """The multirun's hydra.launcher node (its values may interpolate the preset's trainer.*)."""
-    return compose(config_name, overrides=_fixed(overrides), return_hydra_config=True).hydra.launcher
+def preset(config_name: str, overrides: list[str]) -> tuple[dict, DictConfig]:
+    """The config every job shares (the command line without its sweep overrides a,b,c), resolved, and the
+    multirun's hydra.launcher node (left unresolved: it may interpolate the preset's trainer.* and Hydra's own
+    runtime values)."""
+    cfg = compose(config_name, overrides=_fixed(overrides), return_hydra_config=True)
+    shared = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return OmegaConf.to_container(shared, resolve=True), cfg.hydra.launcher
 
 
 def _fixed(overrides: list[str]) -> list[str]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import OmegaConf
-
 from scaling_lab.data import TokenCorpus, prepare_corpus
 from scaling_lab.fit.run import settings as fit_settings
 from scaling_lab.sweep import branch, designs, grid, packed
@@ -38,8 +36,7 @@ class Sweep:
 
 
 def prepare(config_name: str, overrides: list[str]) -> Sweep:
-    cfg = OmegaConf.to_container(grid.preset(config_name, overrides), resolve=True)
-    launcher = grid.launcher(config_name, overrides)
+    cfg, launcher = grid.preset(config_name, overrides)
     if launcher._target_.rsplit(".", 1)[-1] in _LOCAL_LAUNCHERS:
         device.accelerator(cfg["accelerator"])  # accelerator=gpu without one: one line, before any corpus is built
     if cfg["sweep"].get("fit", True):

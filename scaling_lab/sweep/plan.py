@@ -63,17 +63,23 @@ def report(cfg: Mapping[str, Any], entries: list[dict], corpus: TokenCorpus, des
     branched = bool(cfg["sweep"].get("branch"))
     jobs = branch.jobs(entries, table, cfg["train"]["cooldown_frac"]) if branched else [{r.run_id: r.tokens}
                                                                                           for r in table]
-    accelerator = device.accelerator(cfg["accelerator"])
-    where = device.torch_device(accelerator)
-    trained = {run_id: tokens for job in jobs for run_id, tokens in job.items()}
-    seconds = estimate_seconds(table, trained, where, device.precision(cfg["train"]["precision"], accelerator))
+    if cfg["accelerator"] == "gpu" and not torch.cuda.is_available():
+        # only a cluster launcher's sweep gets here (launch.prepare stops local ones): its GPUs are on the nodes
+        seconds, timing = None, ("estimated wall time: none, accelerator=gpu and this machine has no GPU to probe "
+                                 "(run plan=true on a GPU node for one)")
+    else:
+        accelerator = device.accelerator(cfg["accelerator"])
+        where = device.torch_device(accelerator)
+        trained = {run_id: tokens for job in jobs for run_id, tokens in job.items()}
+        seconds = estimate_seconds(table, trained, where, device.precision(cfg["train"]["precision"], accelerator))
+        timing = wall_time(jobs, seconds, concurrent_jobs, describe(where))
     lines = [render(table, seconds, convention)]
     if branched:
         total, independent = sum(trained.values()), sum(r.tokens for r in table)
         lines.append(f"sweep.branch: {len(jobs)} trunks + cooldowns train {total:,} tokens, "
                      f"{total / independent:.2f}x the {independent:,} of independent runs (a branch's est. is its "
                      "cooldown)")
-    lines.append(wall_time(jobs, seconds, concurrent_jobs, describe(where)))
+    lines.append(timing)
     return "\n".join(lines + [f"warning: {n}" for n in warnings(table, design)])
 
 
@@ -193,7 +199,7 @@ def wall_time(jobs: list[dict[str, int]], seconds: dict[str, float], slots: int,
             f"training and evaluation ({caveat})")
 
 
-def render(table: list[Row], seconds: dict[str, float], convention: str) -> str:
+def render(table: list[Row], seconds: dict[str, float] | None, convention: str) -> str:
     header = (f"{'run':<34} {'budget C':>9} {'shape':<14} {'N':>11} {'D':>11} {'C':>9} {'D/N':>7} "
               f"{'epochs':>7} {'batch x steps':>14} {'est.':>7}")
     lines = [header, "-" * len(header)]
@@ -201,7 +207,7 @@ def render(table: list[Row], seconds: dict[str, float], convention: str) -> str:
         budget = f"{r.budget:.3g}" if r.budget else "-"
         lines.append(f"{r.run_id:<34} {budget:>9} {label(r.shape):<14} {r.params:>11,} {r.tokens:>11,} "
                      f"{r.flops:>9.3g} {r.tokens / r.params:>7.1f} {r.epochs:>7.3f} "
-                     f"{f'{r.batch_size} x {r.steps}':>14} {_duration(seconds[r.run_id]):>7}")
+                     f"{f'{r.batch_size} x {r.steps}':>14} {_duration(seconds[r.run_id]) if seconds else '-':>7}")
     total = sum(r.flops for r in table)
     record_total = sum(r.record_flops for r in table)
     lines += ["-" * len(header),
