@@ -124,6 +124,25 @@ def test_speed_knobs_leave_the_run_id_alone():
     assert len(ids) == 1
 
 
+def test_a_number_s_spelling_leaves_the_run_id_alone():
+    # Hydra reads train.tokens=1e6 as a float and =1000000 as an int; grad_clip=1 as an int, the default 1.0 as a float
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from scaling_lab.train.run import RunSpec
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base=None):
+        def run_id(*overrides):
+            return RunSpec.from_config(compose("main", overrides=list(overrides))).run_id
+
+        assert run_id("train.tokens=1e6") == run_id("train.tokens=1000000") == run_id()
+        assert run_id("train.grad_clip=1") == run_id("train.grad_clip=1.0") == run_id()
+        assert run_id("train.lr=1") == run_id("train.lr=1.0") != run_id()
+        assert run_id("train.tokens=2e6") != run_id()
+
+
 @pytest.mark.slow
 def test_compiled_fused_loss_steps_match_eager_and_keep_the_checkpoint_keys():
     eager = train_steps(2, loss_chunk_rows=10)

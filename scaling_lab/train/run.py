@@ -80,6 +80,7 @@ class RunSpec:
         container = OmegaConf.to_container(cfg, resolve=True)
         model, data, train = container["model"], container["data"], container["train"]
         _check(model, train, container["trainer"])
+        _canonical(train)
         tracking.mode(container["logger"]["mode"])
         if container["accelerator"] not in ACCELERATORS:
             raise ConfigError(f"accelerator={container['accelerator']!r} is not one of {ACCELERATORS}")
@@ -102,6 +103,16 @@ class RunSpec:
                    trainer=container["trainer"],
                    seed=int(container["seed"]), accelerator=container["accelerator"],
                    progress=bool(container["progress"]))
+
+
+def _canonical(train: dict) -> None:
+    """One type per numeric knob, so that a number's spelling never changes the run id: train.tokens=1e6 (a float
+    to Hydra) is the integer 1000000, and lr=1 is 1.0 like every other rate in conf/train/default.yaml."""
+    if isinstance(train["tokens"], float) and train["tokens"].is_integer():
+        train["tokens"] = int(train["tokens"])
+    for key in _TRAIN_INTERVALS:
+        if isinstance(train[key], int):  # bools were refused by _check
+            train[key] = float(train[key])
 
 
 def _semantic_train(train: dict) -> dict:
