@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from scaling_lab.data import DataConfigError, TokenDataModule, prepare_corpus
+from scaling_lab.data import DataConfigError, TokenDataModule, cache, prepare_corpus
 from scaling_lab.data.corpus import in_validation, split_documents
 from scaling_lab.data.tokenizer import ByteTokenizer
 from scaling_lab.train.checkpoint import ResumableBatches
@@ -141,6 +141,22 @@ def test_corrupt_cache_is_rebuilt(src, damage):
     rebuilt = prepare_corpus(lib(src))
     assert rebuilt.built and np.array_equal(rebuilt.train, expected)
     assert not prepare_corpus(lib(src)).built
+
+
+def test_a_late_parallel_build_keeps_the_sound_cache_that_runs_may_be_reading(tmp_path):
+    # two runs of one sweep start building the same cache; the second finishes after the first is in place
+    path = tmp_path / "stdlib-byte-0123"
+    first = cache.write(path, {"train.bin": np.arange(10, dtype=np.uint16)}, {"dtype": "uint16", "built_by": 1})
+    reading = open(path / "train.bin", "rb")  # a run already training on the first copy
+    inode = os.stat(path / "train.bin").st_ino
+    late = cache.write(path, {"train.bin": np.arange(10, dtype=np.uint16)}, {"dtype": "uint16", "built_by": 2})
+    assert late == first and late["built_by"] == 1 and os.stat(path / "train.bin").st_ino == inode
+    assert len(reading.read()) == 20 and not [p for p in tmp_path.iterdir() if p != path], "no temporary dirs left"
+    reading.close()
+    (path / "train.bin").write_bytes(b"damaged")  # a corrupt copy, by contrast, is replaced
+    assert cache.write(path, {"train.bin": np.arange(10, dtype=np.uint16)}, {"dtype": "uint16", "built_by": 3})[
+        "built_by"] == 3
+    assert cache.read_meta(path)["built_by"] == 3
 
 
 def test_exact_token_budget_steps_and_epochs(src):

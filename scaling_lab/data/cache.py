@@ -48,7 +48,7 @@ def read_meta(path: Path) -> dict[str, Any] | None:
 
 
 def write(path: Path, files: dict[str, bytes | np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write files, then meta.json, into a fresh directory and rename it to path; returns the meta written."""
+    """Write files, then meta.json, into a fresh directory and rename it to path; returns the meta in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
@@ -56,10 +56,9 @@ def write(path: Path, files: dict[str, bytes | np.ndarray], meta: dict[str, Any]
         entries = {name: _write_file(tmp / name, memoryview(content).cast("B")) for name, content in files.items()}
         meta = {**meta, "format": FORMAT, "files": entries}
         _write_file(tmp / META, memoryview(json.dumps(meta, indent=2).encode()).cast("B"))
-        _move_into_place(tmp, path)
+        return _move_into_place(tmp, path, meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return meta
 
 
 def open_tokens(path: Path, meta: dict[str, Any], name: str) -> np.memmap:
@@ -67,18 +66,29 @@ def open_tokens(path: Path, meta: dict[str, Any], name: str) -> np.memmap:
     return np.memmap(path / name, dtype=dtype, mode="r", shape=(meta["files"][name]["bytes"] // dtype.itemsize,))
 
 
-def _move_into_place(tmp: Path, path: Path) -> None:
-    if path.exists():  # a corrupt copy: move it aside first, as a directory cannot be renamed over a full one
-        trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".trash"))
-        os.rename(path, trash / "old")
-        shutil.rmtree(trash)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        # a parallel run (one sweep, many processes) finished the same build first: keep its copy if sound
-        if read_meta(path) is None:
-            raise
+def _move_into_place(tmp: Path, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Rename tmp to path; returns the meta of the copy that ends up there.
+
+    A sound copy already at path was finished by a parallel run (one sweep, many processes) that other runs may be
+    reading: it stays, and this build is dropped. Only a corrupt copy is replaced.
+    """
+    for attempt in range(2):
+        if path.exists():
+            existing = read_meta(path)
+            if existing is not None:
+                return existing
+            # a directory cannot be renamed over a full one: move the corrupt copy aside first
+            trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".trash"))
+            os.rename(path, trash / "old")
+            shutil.rmtree(trash)
+        try:
+            os.rename(tmp, path)
+            break
+        except OSError:
+            if attempt:  # a parallel build landed between the check and the rename, twice: give up loudly
+                raise
     _fsync(path.parent)
+    return meta
 
 
 def _write_file(path: Path, data: memoryview) -> dict[str, Any]:
