@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from scaling_lab import atomic
 from scaling_lab.provenance import PACKAGES
 
 SCHEMA_VERSION = 1
@@ -35,7 +34,7 @@ FIELDS: list[tuple[str, str, bool, str]] = [
     ("flops_convention", "string", True, "how `flops` was counted (see scaling_lab.accounting.CONVENTIONS)"),
     ("flops_by_convention", "object", True, "training compute under every convention in scaling_lab.accounting"),
     ("final_val_loss", "number", True, "mean validation cross-entropy (nats/token) after the last step"),
-    ("final_train_loss", "number", False, "mean training loss over the last logging window"),
+    ("final_train_loss", "number", False, "training loss of the last batch (one batch: noisier than final_val_loss)"),
     ("val_curve", "array", True, "[[tokens, val_loss], ...] at every evaluation, the last at the end of training"),
     ("hparams", "object", True, "every training hyperparameter as used (lr, batch, warmup, schedule, ...)"),
     ("hparams_source", "object", True, "for lr and batch size: 'config' or the published rule that set them"),
@@ -48,7 +47,8 @@ FIELDS: list[tuple[str, str, bool, str]] = [
                                     "excluded (scaling_lab/train/throughput.py; null for a run of a few steps)"),
     ("hardware", "object", True, "accelerator, device name, CPU count, platform"),
     ("versions", "object", True, f"versions of python and of {', '.join(PACKAGES)} (null: not installed)"),
-    ("git_commit", "string", False, "commit of the scaling-lab checkout (null when not a git checkout)"),
+    ("git_commit", "string", False, "commit of the scaling-lab checkout, -dirty if its tracked files had changes "
+                                    "(null: not a git checkout)"),
     ("branch", "object", False, "WSD branch (sweep.branch): trunk_run_id, branched_at_tokens (where it left the trunk's "
                                 "snapshot), tokens_trained (by this run: tokens - branched_at_tokens); null otherwise"),
     ("wandb", "object", False, "W&B project, group, run id, mode and local directory"),
@@ -87,18 +87,7 @@ def validate(record: dict[str, Any]) -> None:
 
 def write_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False, default=_jsonable)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(path, json.dumps(payload, indent=2, sort_keys=False, default=_jsonable).encode())
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:

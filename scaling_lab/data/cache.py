@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from scaling_lab import atomic
+
 FORMAT = 1  # bump when the layout or the tokenization rules change: old caches then miss
 META = "meta.json"
 log = logging.getLogger(__name__)
@@ -87,15 +89,13 @@ def _move_into_place(tmp: Path, path: Path, meta: dict[str, Any]) -> dict[str, A
         except OSError:
             if attempt:  # a parallel build landed between the check and the rename, twice: give up loudly
                 raise
-    _fsync(path.parent)
+    atomic.fsync(path.parent)
     return meta
 
 
 def _write_file(path: Path, data: memoryview) -> dict[str, Any]:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    path.write_bytes(data)
+    atomic.fsync(path)  # the directory is renamed into place only once every file in it is on disk
     return {"bytes": data.nbytes, "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -107,11 +107,3 @@ def _matches(path: Path, entry: dict[str, Any]) -> bool:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
     return digest.hexdigest() == entry["sha256"]
-
-
-def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

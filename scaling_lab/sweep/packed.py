@@ -35,7 +35,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from scaling_lab import layout
+from scaling_lab import atomic, layout
 from scaling_lab.train.run import ConfigError, check_count
 
 # Hydra instantiates launchers only from the `hydra_plugins` namespace (hydra.core.plugins.Plugins._instantiate);
@@ -224,9 +224,7 @@ def _child(payload: Path, result: Path) -> None:
     except Exception as e:  # noqa: BLE001 - a return value that cannot cross processes is reported, not lost
         ret.status, ret.return_value = JobStatus.FAILED, RunProcessFailed(f"unpicklable job return: {e!r}")
         data = _dumps(ret)
-    tmp = result.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, result)
+    atomic.write_bytes(result, data)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
+from scaling_lab import atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -89,9 +91,7 @@ def save(trainer, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     trainer.save_checkpoint(tmp, weights_only=False)  # every rank takes part; rank zero writes
     if trainer.is_global_zero:
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic.publish(tmp, path)
 
 
 def resume_point(path: Path) -> Path | None:
