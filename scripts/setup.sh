@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Creates .venv and installs scaling-lab with its test tools. Safe to re-run.
-# torch: a torch already in the environment (e.g. a CUDA build) is left alone; otherwise a GPU machine gets
-# PyPI's default (CUDA) build and a CPU-only machine the CPU build, which is a fraction of the download.
+# torch: a torch that python3 already imports (e.g. a CUDA build in conda or the system) is reused, through a
+# venv that sees python3's site-packages; otherwise a GPU machine gets PyPI's default (CUDA) build and a CPU-only
+# machine the CPU build, which is a fraction of the download.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
+if python3 -c "import torch" 2>/dev/null; then
+  python3 -m venv --system-site-packages .venv
+else
+  python3 -m venv .venv
+fi
 py=.venv/bin/python
 if ! "$py" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then

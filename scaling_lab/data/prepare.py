@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from scaling_lab.data import cache
-from scaling_lab.data.config import DataConfig
+from scaling_lab.data.config import DataConfig, DataConfigError
 from scaling_lab.data.corpus import SplitCorpus, load_documents
 from scaling_lab.data.tokenizer import BpeTokenizer, ByteTokenizer, token_dtype
 
@@ -37,6 +37,10 @@ class TokenCorpus:
 def prepare_corpus(data_cfg: Mapping[str, Any]) -> TokenCorpus:
     """Token memmaps for the configured corpus: read from the cache when it verifies, built otherwise."""
     cfg = DataConfig.from_dict(data_cfg)
+    try:  # before the corpus is read: a cache that cannot be written would otherwise fail after tokenizing it
+        cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataConfigError(f"data.cache_dir={str(cfg.cache_dir)!r} cannot be created ({e.strerror or e})") from e
     docs = load_documents(cfg)
     spec = {"kind": cfg.tokenizer, "vocab_size": cfg.bpe_vocab_size} if cfg.tokenizer == "bpe" else {"kind": "byte"}
     key = cache.cache_key(docs.fingerprint, spec)

@@ -22,7 +22,10 @@ def run_states(results_dir: str) -> list[dict]:
         found[rec["run_id"]] = {"run_id": rec["run_id"], "status": rec["status"], "reason": rec.get("error"),
                                 "val_loss": rec.get("final_val_loss")}
     manifest = layout.sweep_manifest(results_dir)
-    planned = json.loads(manifest.read_text())["runs"] if manifest.exists() else []
+    try:
+        planned = json.loads(manifest.read_text())["runs"] if manifest.exists() else []
+    except (ValueError, KeyError, TypeError) as e:  # written atomically, so only a hand edit gets here
+        raise records.RecordError(f"{manifest} is not a sweep manifest ({type(e).__name__}: {e})") from e
     rows = [found.pop(p["run_id"], {"run_id": p["run_id"], "status": "pending"}) for p in planned]
     return [_live(results_dir, row) for row in rows + list(found.values())]
 
