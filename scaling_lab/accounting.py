@@ -89,6 +89,11 @@ def flops_by_convention(cfg: ModelConfig, tokens: int) -> dict[str, float]:
     return {c: train_flops(cfg, tokens, c) for c in CONVENTIONS}
 
 
+def train_sequences(tokens: float, block_size: int) -> int:
+    """The whole sequences a budget of `tokens` trains (at least one): a record's D is what was really trained."""
+    return max(1, round(tokens / block_size))
+
+
 def compute_from_tokens(params: float, tokens: float) -> float:
     """C = 6 N D, the 6N convention from the numbers alone (Hoffmann et al. 2022, Sec. 3): inputs without a shape."""
     return 6.0 * params * tokens

@@ -78,14 +78,16 @@ def _train_task(cfg: DictConfig) -> None:
 
 def train_cmd(overrides: list[str]) -> int:
     from scaling_lab import claim, layout
+    from scaling_lab.data import prepare_corpus
     from scaling_lab.train import device
-    from scaling_lab.train.run import RunSpec
+    from scaling_lab.train.run import RunSpec, schedule_steps
 
     if any(arg.startswith("-") for arg in overrides):  # Hydra's own flags (--cfg job, --help, --info) print and exit
         _hydra_main(_train_task, overrides)
         return 0
     spec = RunSpec.from_config(_compose("main", overrides))  # one clear line for a bad config, before any work
     device.accelerator(spec.accelerator)
+    schedule_steps(spec, prepare_corpus(spec.data).vocab_size)  # a warmup past the decay: before any record
     layout.check_writable(spec.results_dir)
     holder = claim.live_holder(layout.claim_path(spec.results_dir, spec.run_id))
     if holder is not None:
@@ -98,7 +100,7 @@ def sweep_cmd(overrides: list[str]) -> int:
     from scaling_lab import layout
     from scaling_lab.sweep import grid, launch
 
-    if not any(o.split("=", 1)[0].lstrip("+~") == "sweep" for o in overrides):
+    if not any(grid.override_key(o) == "sweep" for o in overrides):
         raise UsageError("choose a sweep preset: sweep=NAME (see conf/sweep/)")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         sweep = launch.prepare("main", overrides)
@@ -174,6 +176,23 @@ def schema_cmd(overrides: list[str]) -> int:
 STAGES = {"train": train_cmd, "sweep": sweep_cmd, "fit": fit_cmd, "status": status_cmd, "schema": schema_cmd}
 
 
+def _print_config(stage: str, args: list[str]) -> int:
+    """Hydra's `--cfg job|hydra|all` for the stages that compose without hydra.main (fit and sweep; a sweep prints
+    the config its jobs share, its swept keys left out): the composed config, unresolved, and nothing run."""
+    from scaling_lab.sweep import grid
+
+    flag = next(i for i, arg in enumerate(args) if arg.startswith("-"))
+    part = args[flag + 1] if args[flag] in ("--cfg", "-c") and flag + 1 < len(args) else None
+    overrides = args[:flag] + args[flag + 2:]
+    if part not in ("job", "hydra", "all") or any(arg.startswith("-") for arg in overrides):
+        raise UsageError(f"{stage} takes key=value overrides and Hydra's --cfg job|hydra|all; got {' '.join(args)}")
+    config_name, overrides = ("fitting", overrides) if stage == "fit" else ("main", grid.fixed(overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=part != "job")
+    print(OmegaConf.to_yaml(cfg.hydra if part == "hydra" else cfg), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
@@ -181,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     stage, overrides = argv[0], argv[1:]
     try:
+        if stage in ("fit", "sweep") and any(arg.startswith("-") for arg in overrides):
+            return _print_config(stage, overrides)
         return STAGES[stage](overrides)
     except _user_errors() as e:
         message = " ".join(str(e).split())  # Hydra's messages span lines; a user gets one

@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from scaling_lab.conf_dir import CONF_DIR
+from scaling_lab.data.tokenizer import ByteTokenizer
 from scaling_lab.sweep import grid
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
@@ -32,5 +33,7 @@ def test_every_sweep_preset_composes_into_checked_runs(preset, tmp_path):
         assert cfg.sweep.name == preset  # the preset names its W&B group and results directory after itself
         if cfg.sweep.get("design"):  # planned presets: their runs are checked when planned (test_sweep_design.py)
             return
-        _, _, runs = grid.plan("main", [f"sweep={preset}", f"results_dir={tmp_path}"])  # checks every job
+        # checks every job's config, and its schedule at the byte tokenizer's vocabulary
+        jobs = grid.jobs("main", [f"sweep={preset}", f"results_dir={tmp_path}"])
+        _, _, runs = grid.plan(jobs, ByteTokenizer().vocab_size)
     assert len(runs) >= 2 and len({r["run_id"] for r in runs}) == len(runs)

@@ -83,9 +83,13 @@ def test_wandb_offline_runs_read_back_with_wandbs_own_reader(smoke, env):
     # the x-axes: every record of the last run's transaction log, define_metric ones included
     out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "wandb"), "leet", "inspect", "--json",
                           str(run_dir)], capture_output=True, text=True, env=env)
+    logged = [json.loads(line) for line in out.stdout.splitlines()]
     axes = {m["metric"].get("glob_name") or m["metric"]["name"]: m["metric"].get("step_metric")
-            for m in map(json.loads, out.stdout.splitlines()) if m.get("type") == "metric"}
+            for m in logged if m.get("type") == "metric"}
     assert axes["train/*"] == axes["val/*"] == "tokens" and axes["compute/*"] == "flops"
+    # the corpus fingerprint, by which a fit reading runs from W&B refuses a mix of datasets
+    config = next(m["run"]["config"]["update"] for m in logged if m.get("type") == "run")
+    assert config["data"]["fingerprint"] == rec["data"]["fingerprint"] and config["run_id"] == rec["run_id"]
 
 
 def test_no_secret_is_written_anywhere(smoke):
@@ -145,6 +149,7 @@ def test_training_is_deterministic_given_the_seed(tmp_path, env):
         ("train.lr=0", "train.lr must be a number in (0, inf) or null"),
         ("train.batch_size=2.5", "train.batch_size must be an integer >= 1"),
         ("data.val_tokens=0", "data.val_tokens must be an integer >= 128"),
+        ("data.cache_dir=/proc/no/cache", "data.cache_dir='/proc/no/cache' cannot be created"),
     ],
 )
 def test_bad_config_fails_before_training_with_one_line(tmp_path, capsys, override, message):
@@ -152,6 +157,23 @@ def test_bad_config_fails_before_training_with_one_line(tmp_path, capsys, overri
     from scaling_lab.cli import main
 
     assert main(["train", override, f"results_dir={tmp_path / 'r'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command, schedule, warmup_tokens, message", [
+    # 40 steps of 4 x 128 tokens; wsd cools down over the last 8: 35 warmup steps reach into the cooldown
+    (["train", "train.tokens=20480"], "wsd", 18000, "35 warmup steps, past the cooldown of its 40 steps"),
+    (["train", "train.tokens=20480"], "cosine", 30000, "59 warmup steps, past the end of its 40 steps"),
+    (["sweep", "sweep=smoke", "train.tokens=40960,20480"], "wsd", 18000, "past the cooldown of its 40 steps"),
+])
+def test_a_warmup_past_the_decay_fails_in_one_line_before_any_record(tmp_path, capsys, command, schedule,
+                                                                      warmup_tokens, message):
+    from scaling_lab.cli import main
+
+    assert main([*command, "model.name=tiny-1", "train.batch_size=4", f"train.schedule={schedule}",
+                 f"train.warmup_tokens={warmup_tokens}", "logger=none", f"results_dir={tmp_path / 'r'}"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "r").exists()
@@ -195,6 +217,15 @@ def test_a_cluster_gpu_sweep_plans_on_a_login_node_without_a_time_estimate(tmp_p
     assert "6 runs, 73,728 tokens" in out
     assert "estimated wall time: none, accelerator=gpu and this machine has no GPU to probe" in out
     assert not (tmp_path / "r").exists()
+
+
+def test_status_of_a_damaged_manifest_is_one_line(tmp_path, capsys):
+    from scaling_lab.cli import main
+
+    layout.sweep_manifest(tmp_path).write_text("{half a manifest")
+    assert main(["status", f"results_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{layout.sweep_manifest(tmp_path)} is not a sweep manifest" in err
 
 
 def test_a_sweep_with_unusable_fit_settings_fails_before_training(tmp_path, capsys):

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +40,26 @@ def test_readme_cfg_command_prints_the_composed_config():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "name: tiny-3" in proc.stdout and "tokens:" in proc.stdout
+
+
+@pytest.mark.parametrize("args, shown, hidden", [
+    (["fit", "--cfg", "job", "input=results/x", "fit.bootstrap=7"], ["bootstrap: 7", "input: results/x"], ["hydra:"]),
+    (["sweep", "--cfg", "job", "sweep=local_small"], ["name: local_small", "batch_size: 8"], ["hydra:", "250000,"]),
+    (["sweep", "sweep=local_small", "--cfg", "hydra"], ["train.tokens: 250000,500000,1000000"], ["model:\n"]),
+])
+def test_fit_and_sweep_print_their_composed_config_without_running(tmp_path, capsys, args, shown, hidden):
+    from scaling_lab.cli import main
+
+    assert main([*args, f"results_dir={tmp_path / 'r'}"] if args[0] == "sweep" else args) == 0
+    out = capsys.readouterr().out
+    assert all(text in out for text in shown), out
+    assert not any(text in out for text in hidden), out
+    assert not (tmp_path / "r").exists()
+
+
+def test_other_dash_flags_of_fit_and_sweep_fail_in_one_line(capsys):
+    from scaling_lab.cli import main
+
+    assert main(["fit", "--info", "input=x"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "scaling-lab fit: error: fit takes key=value overrides and Hydra's --cfg job|hydra|all; got --info input=x")

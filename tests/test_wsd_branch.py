@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from scaling_lab import layout, records
 from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.sweep import branch, launch, plan
+from scaling_lab.train import branching
 from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import cooldown_steps_for, warmup_cosine, warmup_stable_decay
 from support import ONE_THREAD, cli, isolated_env
@@ -242,3 +243,13 @@ def test_a_killed_branched_sweep_resumes_from_the_trunks_snapshots(tmp_path, env
         assert rec["final_val_loss"] == pytest.approx(alone[run_id]["final_val_loss"], rel=1e-6, abs=0)
         assert (rec["branch"] is None) == (run_id == trunk)
     assert not list(layout.runs_dir(tmp_path).glob("*/*.ckpt"))
+
+
+@pytest.mark.parametrize("steps, points, expected", [(15, 8, 8), (100, 8, 8), (7, 8, 7), (1, 8, 1), (100, 3, 3),
+                                                     (16, 2, 2)])
+def test_a_run_takes_at_most_eval_points_validation_passes(steps, points, expected):
+    # Lightning validates every `every` steps (val_check_interval); trainer.py adds one at the end if the last
+    # interval stops short of it
+    every = branching.eval_every(steps, points)
+    passes = steps // every + (steps % every != 0)
+    assert passes == expected

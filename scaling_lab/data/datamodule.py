@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from scaling_lab import checks
+from scaling_lab import accounting, checks
 from scaling_lab.data.config import DataConfigError
 from scaling_lab.data.prepare import TokenCorpus
 
@@ -85,7 +85,7 @@ class TokenDataModule(L.LightningDataModule):
         self.corpus, self.block_size, self.batch_size, self.seed = corpus, block_size, batch_size, seed
         self.n_windows = self._windows("train", len(corpus.train))
         self.n_val_windows = self._windows("validation", min(val_tokens + 1, len(corpus.val)))
-        self.n_sequences = max(1, round(tokens / block_size))
+        self.n_sequences = accounting.train_sequences(tokens, block_size)
         self.order = WindowOrder(self.n_windows, seed)
 
     def _windows(self, split: str, n_tokens: int) -> int:

@@ -19,6 +19,7 @@ from hydra import compose
 from omegaconf import DictConfig, open_dict
 
 from scaling_lab.claim import Busy
+from scaling_lab.sweep.grid import override_key
 from scaling_lab.train.run import FINISHED, ConfigError, RunSpec, existing_record, train
 from scaling_lab.train.schedule import cooldown_start
 
@@ -26,13 +27,9 @@ log = logging.getLogger(__name__)
 TOKENS = "train.tokens"
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _tokens(entry: dict) -> str:
     """The train.tokens value as the job's override wrote it: the same string gives the same value and run id."""
-    values = [o.split("=", 1)[1] for o in entry["overrides"] if _key(o) == TOKENS]
+    values = [o.split("=", 1)[1] for o in entry["overrides"] if override_key(o) == TOKENS]
     return values[-1] if values else str(entry["tokens"])
 
 
@@ -40,7 +37,7 @@ def groups(entries: Iterable[dict]) -> list[list[dict]]:
     """Manifest entries grouped by everything but train.tokens, each group longest run first."""
     by_rest = defaultdict(list)
     for entry in entries:
-        by_rest[tuple(o for o in entry["overrides"] if _key(o) != TOKENS)].append(entry)
+        by_rest[tuple(o for o in entry["overrides"] if override_key(o) != TOKENS)].append(entry)
     return [sorted(group, key=lambda e: -e["tokens"]) for group in by_rest.values()]
 
 

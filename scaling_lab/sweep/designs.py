@@ -23,6 +23,7 @@ from hydra.core.config_store import ConfigStore
 from scaling_lab import accounting, layout
 from scaling_lab.model.config import SHAPES, ModelConfig
 from scaling_lab.model.sizing import ASPECT_RATIO, HEAD_DIM, label, shape_for_params
+from scaling_lab.sweep.grid import override_key
 from scaling_lab.train.run import ConfigError, check_count, check_interval
 
 GROUP = "design_run"
@@ -226,7 +227,7 @@ def _ladder(design: Design, vocab_size: int) -> list[Planned]:
 def check_overrides(overrides: list[str]) -> None:
     """A design sets every run's shape and tokens; a command line that also sets them would silently win."""
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if key in DESIGNED_KEYS or (key.startswith("model.") and "," in override.split("=", 1)[-1]):
             raise ConfigError(f"{key}: a sweep.design preset sets each run's shape and train.tokens; "
                               "change sweep.design.* instead")

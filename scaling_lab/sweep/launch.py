@@ -27,7 +27,7 @@ class Sweep:
     user_overrides: list[str]
     overrides: list[str]  # the multirun's command line: the user's plus the design's runs or the branched jobs
     design: designs.Design | None
-    corpus: TokenCorpus | None  # set by prepare()
+    corpus: TokenCorpus
     concurrent_jobs: int  # jobs of the multirun that its launcher runs at once (hydra/launcher=packed: > 1)
 
     @property
@@ -41,20 +41,18 @@ def prepare(config_name: str, overrides: list[str]) -> Sweep:
         device.accelerator(cfg["accelerator"])  # accelerator=gpu without one: one line, before any corpus is built
     if cfg["sweep"].get("fit", True):
         fit_settings(cfg["fit"])  # a typo in fit.* fails now, in one line, not after the sweep has trained
-    corpus = design = None
-    if cfg["sweep"].get("design"):
-        corpus = prepare_corpus(cfg["data"])  # the vocabulary sizes the shapes
-        design = designs.from_config(cfg, corpus.vocab_size)
+    jobs = None if cfg["sweep"].get("design") else grid.jobs(config_name, overrides)  # each checked, cheaply
+    # built (or verified) once here, not by every run at once when a launcher starts them in parallel; its
+    # vocabulary sizes a design's shapes and every run's schedule, and the planner counts epochs with it
+    corpus = prepare_corpus(cfg["data"])
+    design = designs.from_config(cfg, corpus.vocab_size) if jobs is None else None
     sweep = Sweep(cfg, None, "", [], overrides, overrides, design, corpus,
                   packed.concurrent_jobs(launcher, cfg["accelerator"]))
     if design is not None:
         designs.check_overrides(overrides)
         add_runs(sweep, config_name, design.runs(corpus.vocab_size))
     else:
-        sweep.name, sweep.results_dir, sweep.runs = grid.plan(config_name, overrides)  # every job's config checked
-        # built (or verified) once here, not by every run at once when a launcher starts them in parallel;
-        # the planner counts epochs with it
-        sweep.corpus = prepare_corpus(cfg["data"])
+        sweep.name, sweep.results_dir, sweep.runs = grid.plan(jobs, corpus.vocab_size)
     if cfg["sweep"].get("branch"):
         if design is not None:
             raise ConfigError("sweep.branch works on grid presets (train.tokens as a sweep key), not sweep.design")
@@ -66,7 +64,7 @@ def add_runs(sweep: Sweep, config_name: str, planned: list[designs.Planned]) -> 
     """Register planned runs, add their manifest entries; return the multirun command line that trains them."""
     extra, by_name = designs.register(planned)
     command = [*sweep.user_overrides, *extra]
-    sweep.name, sweep.results_dir, runs = grid.plan(config_name, command)
+    sweep.name, sweep.results_dir, runs = grid.plan(grid.jobs(config_name, command), sweep.corpus.vocab_size)
     sweep.runs += designs.annotate(runs, by_name)
     sweep.overrides = command
     return command

@@ -8,6 +8,7 @@ steps come from the same TokenDataModule and hparams rule that training uses, so
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -26,6 +27,7 @@ from scaling_lab.model.sizing import label
 from scaling_lab.sweep import branch
 from scaling_lab.sweep.designs import Design, optimal_params
 from scaling_lab.train import device, hparams
+from scaling_lab.train.branching import eval_every
 
 ISOFLOP_TOLERANCE = 0.01  # a budget's runs must spend the same compute to within 1%
 # cap on the tokens of one probe step, so that probing a large model stays short; a CPU's tokens/s barely depends on
@@ -95,7 +97,7 @@ def rows(entries: list[dict], corpus: TokenCorpus, train: Mapping[str, Any], val
         out.append(Row(e["run_id"], shape, dm.tokens_trained, batch, wanted, dm.steps, dm.epochs,
                        accounting.train_flops(shape, dm.tokens_trained, convention),
                        accounting.train_flops(shape, dm.tokens_trained),
-                       (train["eval_points"] + 1) * dm.val_tokens_used, dm.repetition_warning, e.get("budget")))
+                       math.ceil(dm.steps / eval_every(dm.steps, train["eval_points"])) * dm.val_tokens_used, dm.repetition_warning, e.get("budget")))
     return out
 
 

@@ -14,6 +14,7 @@ the curve a branch inherits), and every record keeps only the points of its own 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,9 @@ class Snapshot:
 
 
 def eval_every(steps: int, eval_points: int) -> int:
-    """Optimizer steps between validation passes (Lightning's val_check_interval) of a run of `steps` steps."""
-    return max(1, steps // eval_points)
+    """Optimizer steps between validation passes (Lightning's val_check_interval) of a run of `steps` steps: rounded
+    up, so a run takes at most `eval_points` passes with the one at its end (15 steps: every 2nd, not all 15)."""
+    return max(1, math.ceil(steps / eval_points))
 
 
 def snapshot(trunk_id: str, branch, corpus: TokenCorpus, batch_size: int) -> Snapshot:

@@ -42,7 +42,7 @@ def resolve(
         source["lr"] = "DeepSeek LLM (Bi et al. 2024) Eq. 1: 0.3118 * C^-0.125, C = M*D"
     if batch_size is None:
         sequences = rule_batch(shape, tokens)
-        total = max(1, round(tokens / shape.block_size))
+        total = accounting.train_sequences(tokens, shape.block_size)
         batch_size = int(min(max(1, round(sequences)), total))
         source["batch_size"] = "DeepSeek LLM (Bi et al. 2024) Eq. 1: 0.2920 * C^0.3271 tokens"
     return float(lr), int(batch_size), source

@@ -8,6 +8,7 @@ A run is trained under its claim (scaling_lab/claim.py), so two launches never t
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from scaling_lab import accounting, checks, claim, layout, provenance, records, 
 from scaling_lab.data.config import DataConfig
 from scaling_lab.model.config import ModelConfig
 from scaling_lab.train import hparams
-from scaling_lab.train.schedule import SCHEDULES
+from scaling_lab.train.schedule import SCHEDULES, cooldown_steps_for, warmup_steps_of
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,31 @@ class RunSpec:
                    trainer=container["trainer"],
                    seed=int(container["seed"]), accelerator=container["accelerator"],
                    progress=bool(container["progress"]))
+
+
+def schedule_steps(spec: RunSpec, vocab_size: int) -> tuple[ModelConfig, dict, dict]:
+    """(shape, resolved hyperparameters, where lr and batch size came from) of a run on a corpus of this vocabulary:
+    lr, batch_size, total_steps, warmup_steps and, under wsd, cooldown_steps. The launch checks every run with it
+    before anything trains; training uses the same numbers.
+
+    Raises ConfigError when the warmup would not end before the decay (wsd: before the cooldown; cosine: within
+    the run), which only a length in tokens (train.warmup_tokens) or warmup_frac + cooldown_frac near 1 can cause.
+    """
+    t = spec.train
+    shape = ModelConfig.from_config(spec.model, vocab_size=vocab_size)
+    lr, batch_size, source = hparams.resolve(shape, int(t["tokens"]), t["lr"], t["batch_size"], t["lr_rule"])
+    total = math.ceil(accounting.train_sequences(t["tokens"], shape.block_size) / batch_size)
+    hp = {**t, "lr": lr, "batch_size": batch_size, "total_steps": total,
+          "warmup_steps": warmup_steps_of(t, total, batch_size * shape.block_size)}
+    decay_from = total
+    if t["schedule"] == "wsd":
+        hp["cooldown_steps"] = cooldown_steps_for(total, t["cooldown_frac"])
+        decay_from = total - hp["cooldown_steps"]
+    if hp["warmup_steps"] > decay_from:
+        raise ConfigError(f"run {spec.run_id}: train.warmup_tokens / warmup_frac give {hp['warmup_steps']} warmup "
+                          f"steps, past the {'cooldown' if t['schedule'] == 'wsd' else 'end'} of its {total} steps "
+                          f"(train.tokens={t['tokens']}, batch {batch_size})")
+    return shape, hp, source
 
 
 def _canonical(train: dict) -> None:
@@ -246,7 +272,7 @@ def _train_claimed(spec: RunSpec, branches: list[RunSpec], trunk_id: str | None)
         "flops": accounting.train_flops(shape, tokens),
         "flops_convention": accounting.DEFAULT_CONVENTION,
         "flops_by_convention": accounting.flops_by_convention(shape, tokens),
-        "hardware": provenance.hardware(),
+        "hardware": provenance.hardware(outcome["hparams"]["accelerator"]),
         "wall_time_s": time.perf_counter() - t0,
         "finished_at": provenance.utc_now(),
         **outcome,

@@ -17,11 +17,9 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from scaling_lab import accounting, layout, tracking
 from scaling_lab.data import TokenDataModule, prepare_corpus
-from scaling_lab.model.config import ModelConfig
-from scaling_lab.train import branching, checkpoint, device, hparams, ranks
+from scaling_lab.train import branching, checkpoint, device, ranks
 from scaling_lab.train.module import GPTModule
-from scaling_lab.train.run import ConfigError, RunSpec
-from scaling_lab.train.schedule import cooldown_start, cooldown_steps_for, warmup_steps_of
+from scaling_lab.train.run import RunSpec, schedule_steps
 from scaling_lab.train.throughput import SteadyRate
 
 log = logging.getLogger(__name__)
@@ -51,23 +49,16 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
              trunk_id: str | None = None) -> dict:
     """One rank of a run; every rank builds the same model and data, only the tracked one logs to W&B."""
     corpus = prepare_corpus(spec.data)
-    m, t = spec.model, spec.train
-    shape = ModelConfig.from_config(m, vocab_size=corpus.vocab_size)
-    lr, batch_size, hp_source = hparams.resolve(shape, int(t["tokens"]), t["lr"], t["batch_size"], t["lr_rule"])
+    t = spec.train
+    shape, hp, hp_source = schedule_steps(spec, corpus.vocab_size)
+    batch_size = hp["batch_size"]
     L.seed_everything(spec.seed, workers=True, verbose=False)
     dm = TokenDataModule(corpus, block_size=shape.block_size, batch_size=batch_size, tokens=int(t["tokens"]),
                          seed=spec.seed, val_tokens=spec.data["val_tokens"])
+    assert dm.steps == hp["total_steps"], "the data module and the schedule disagree on the run's length"
     if track and dm.repetition_warning:
         log.warning("run %s: %s", spec.run_id, dm.repetition_warning)
     step_tokens = batch_size * shape.block_size
-    hp = {**t, "lr": lr, "batch_size": batch_size, "warmup_steps": warmup_steps_of(t, dm.steps, step_tokens),
-          "total_steps": dm.steps}
-    if t["schedule"] == "wsd":
-        hp["cooldown_steps"] = cooldown_steps_for(dm.steps, t["cooldown_frac"])
-        stable_until = cooldown_start(dm.steps, t["cooldown_frac"])
-        if hp["warmup_steps"] > stable_until:
-            raise ConfigError(f"train.warmup_tokens / warmup_frac: {hp['warmup_steps']} warmup steps run into the "
-                              f"cooldown of train.tokens={t['tokens']} (it starts at step {stable_until})")
     module = GPTModule(shape, hp, total_steps=dm.steps, flops_per_token=accounting.train_flops_per_token(shape),
                        runs_per_device=spec.trainer.get("runs_per_device", 1))
 
@@ -76,7 +67,9 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
     accelerator = device.accelerator(spec.accelerator)
     precision = device.precision(t["precision"], accelerator)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    logger = tracking.wandb_logger(spec, config={"model": shape.to_dict(), "train": hp, "data": spec.data,
+    # the corpus fingerprint lets a fit that reads runs back from W&B refuse a mix of datasets (fit/table.py)
+    logger = tracking.wandb_logger(spec, config={"model": shape.to_dict(), "train": hp,
+                                                 "data": {**spec.data, "fingerprint": corpus.meta["fingerprint"]},
                                                  "seed": spec.seed, "run_id": spec.run_id}) if track else None
     devices = spec.trainer["devices"]
     steady = SteadyRate(step_tokens)
