@@ -133,6 +133,8 @@ def test_importing_the_fit_loads_no_model_code():
     ("fit.bootstrap_check=-1", "fit.bootstrap_check must be an integer >= 0, got -1"),
     ("fit.huber_delta=-1e-3", "fit.huber_delta must be a number in (0, inf), got -0.001"),
     ("fit.backtest.cut=0", "fit.backtest.cut must be a number in (0, inf) or null, got 0"),
+    ("fit.isoflop.window=2", "fit.isoflop.window must be an integer >= 3, got 2"),
+    ("fit.isoflop.window=4", "fit.isoflop.window must be odd (the lowest-loss size and as many on each side), got 4"),
 ])
 def test_unusable_fit_settings_are_one_line_before_any_fitting(tmp_path, capsys, override, names):
     from scaling_lab.cli import main

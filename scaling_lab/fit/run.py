@@ -64,6 +64,9 @@ def check_settings(cfg: dict) -> None:
             fail(key, f"a mapping (+fit.{key}.NAME=VALUE)")
     for key, least in _COUNTS.items():
         checks.count(f"fit.{key}", get(cfg, key), least, error=FitInputError)
+    if get(cfg, "isoflop.window") % 2 == 0:  # an even window cannot be centred on the lowest-loss size
+        raise FitInputError(f"fit.isoflop.window must be odd (the lowest-loss size and as many on each side), "
+                            f"got {get(cfg, 'isoflop.window')}")
     for key, interval in _INTERVALS.items():
         besides = (None,) if key in _NULLABLE else ()
         checks.number(f"fit.{key}", get(cfg, key), interval, besides=besides, error=FitInputError)
