@@ -25,7 +25,9 @@ def make_results(tmp_path, seed=0):
                 "run_id": f"run-{i}-{j}", "status": "completed", "sweep": "test",
                 "model": {"name": f"s{i}", "n_layer": i + 1},
                 "params": int(n), "params_non_embedding": int(0.7 * n), "tokens": int(d), "tokens_requested": int(d),
-                "flops": 6.0 * n * d, "flops_convention": "6N", "flops_by_convention": {"6N": 6.0 * n * d},
+                "flops": 6.0 * n * d, "flops_convention": "6N",
+                # attention and embeddings add most to the smallest models (scaling_lab.accounting)
+                "flops_by_convention": {"6N": 6.0 * n * d, "chinchilla": 6.0 * n * d * (1 + 300 / n ** 0.5)},
                 "final_val_loss": float(loss), "val_curve": [[int(d), float(loss)]], "hparams": {"lr": 1e-3},
                 "hparams_source": {}, "data": {"fingerprint": "f", "tokenizer": "byte"}, "seed": 0,
                 "wall_time_s": 1.0, "hardware": {}, "versions": {}, "started_at": "2026-11-23T00:00:00+00:00",
@@ -84,6 +86,27 @@ def test_same_seed_same_numbers(fitted, tmp_path):
     assert again["diminishing_returns"]["verdict"] == fit["diminishing_returns"]["verdict"]
 
 
+def test_allocation_counts_6nd_whatever_convention_the_input_counts(fitted, tmp_path):
+    results, _, fit_6n = fitted
+    fit_chin = run_fit(str(results), tmp_path, {"bootstrap": 60, "flops_convention": "chinchilla"})
+    largest_6nd = 6 * max(SIZES) * max(TOKENS)
+    for fit in (fit_6n, fit_chin):
+        co = fit["compute_optimal"]
+        assert co["target_compute"] == pytest.approx(10 * largest_6nd, rel=1e-6) and co["compute_convention"] == "6ND"
+        assert fit["parametric"]["optimal_curve"]["compute"][0] == pytest.approx(6 * min(SIZES) * min(TOKENS), rel=1e-6)
+    co_6n, co_chin = fit_6n["compute_optimal"], fit_chin["compute_optimal"]
+    for key in ("N_opt", "D_opt", "loss_opt"):
+        assert co_chin[key] == pytest.approx(co_6n[key], rel=1e-9)
+        assert co_chin["ci95"][key] == pytest.approx(co_6n["ci95"][key], rel=1e-9)
+    assert co_6n["input_compute_is_6nd"] and not co_chin["input_compute_is_6nd"]
+    lo, hi = co_chin["input_compute_over_6nd"]
+    assert (lo, hi) == pytest.approx([1 + 300 / max(SIZES) ** 0.5, 1 + 300 / min(SIZES) ** 0.5], rel=1e-3)
+    report = layout.fit_report(tmp_path).read_text()
+    assert f"at C = 6ND = {10 * largest_6nd:.3g} FLOPs" in report
+    assert f"the input's C (see Input), {lo:.4g} to {hi:.4g} x 6ND" in report
+    assert "the input's C equals 6ND on every run" in layout.fit_report(fitted[1]).read_text()
+
+
 def test_too_few_runs_is_a_clear_error(tmp_path):
     make_results(tmp_path)
     with pytest.raises(FitInputError, match="fewer than the 5 parameters"):
@@ -133,6 +156,8 @@ def test_importing_the_fit_loads_no_model_code():
     ("fit.bootstrap_check=-1", "fit.bootstrap_check must be an integer >= 0, got -1"),
     ("fit.huber_delta=-1e-3", "fit.huber_delta must be a number in (0, inf), got -0.001"),
     ("fit.backtest.cut=0", "fit.backtest.cut must be a number in (0, inf) or null, got 0"),
+    ("fit.isoflop.window=2", "fit.isoflop.window must be an integer >= 3, got 2"),
+    ("fit.isoflop.window=4", "fit.isoflop.window must be odd (the lowest-loss size and as many on each side), got 4"),
 ])
 def test_unusable_fit_settings_are_one_line_before_any_fitting(tmp_path, capsys, override, names):
     from scaling_lab.cli import main

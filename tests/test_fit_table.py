@@ -131,6 +131,21 @@ def test_exclude_top_loss(tmp_path):
     assert table.loss.max() < sorted(r[2] for r in rows)[-3]
 
 
+def test_exclude_top_loss_keeps_just_enough_runs(tmp_path):
+    rows = [(n, d, law(n, d)) for n in SIZES for d in TOKENS]
+    table = load_table(write_csv(tmp_path / "runs.csv", ["params", "tokens", "loss"], rows), {"exclude_top_loss": 7})
+    assert sorted(table.loss) == sorted(r[2] for r in rows)[:5]  # the 5 lowest losses, the 7 highest listed
+    assert len(table.excluded) == 7
+
+
+@pytest.mark.parametrize("k, left", [(8, 4), (12, 0), (15, 0)])
+def test_exclude_top_loss_that_leaves_too_few_runs_is_one_line(tmp_path, k, left):
+    # k >= the 12 usable runs once started its slices from the wrong end: k=15 dropped 3 runs and fitted 9
+    rows = [(n, d, law(n, d)) for n in SIZES for d in TOKENS]
+    with pytest.raises(FitInputError, match=f"^fit.exclude_top_loss={k} leaves {left} of the 12 usable runs"):
+        load_table(write_csv(tmp_path / "runs.csv", ["params", "tokens", "loss"], rows), {"exclude_top_loss": k})
+
+
 @pytest.mark.parametrize("rows, message", [
     ([(1e6, 1e7, 3.0), (2e6, 1e7, 2.9), (3e6, 2e7, 2.8)], "3 usable runs, fewer than the 5 parameters"),
     ([(1e6, d, 3.0 - d / 1e9) for d in (1e7, 2e7, 3e7, 4e7, 5e7, 6e7)], "same model size"),

@@ -37,7 +37,7 @@ def budget_optimum(x: np.ndarray, loss: np.ndarray, weight: np.ndarray, window: 
     i = int(np.argmin(best))
     if i == 0 or i == xs.size - 1:
         return None, "lowest loss at the edge of the size grid"
-    half = window // 2
+    half = (window - 1) // 2  # window is odd (fit.isoflop.window, run.check_settings): best size +- half
     lo, hi = max(0, i - half), min(xs.size, i + half + 1)
     sel = drawn & (x >= xs[lo]) & (x <= xs[hi - 1])
     w = weight[sel]

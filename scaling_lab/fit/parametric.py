@@ -196,7 +196,8 @@ def predict(theta: np.ndarray, params, tokens) -> np.ndarray:
 def allocation(theta: np.ndarray, compute: float) -> dict[str, np.ndarray]:
     """Compute-optimal N and D under C = 6 N D (Hoffmann et al. 2022, Eq. 4 and App. D.2):
     N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b, a = beta/(alpha+beta), b = alpha/(alpha+beta),
-    G = (alpha A / (beta B))^(1/(alpha+beta)); works on (..., 5) thetas."""
+    G = (alpha A / (beta B))^(1/(alpha+beta)); works on (..., 5) thetas. ``compute`` is 6 N D with N the
+    fitted model size, never C under another convention: the law knows only N and D."""
     p = named(theta)
     with np.errstate(all="ignore"):
         total = p["alpha"] + p["beta"]

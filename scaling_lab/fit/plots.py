@@ -38,7 +38,10 @@ def _frontier(ax, table, fit):
     front = fit["envelope"]["frontier"]
     ax.scatter([r["compute"] for r in front], [r["loss"] for r in front], s=18, c="k", label="frontier")
     if curve:
-        ax.plot(curve["compute"], curve["loss"], c="C3", label="Approach 3 at the compute-optimal N, D")
+        # the curve's C is 6 N D (the allocation's); the runs' is the input's, which the label names if it differs
+        same = fit["compute_optimal"]["input_compute_is_6nd"]
+        ax.plot(curve["compute"], curve["loss"], c="C3",
+                label="Approach 3 at the compute-optimal N, D" + ("" if same else " (x: 6ND; runs: input C)"))
         lo, hi = _floats(curve.get("lo")), _floats(curve.get("hi"))
         if np.isfinite(lo).any():  # bootstrap resamples that failed leave gaps (None) in the band
             ax.fill_between(curve["compute"], lo, hi, color="C3", alpha=0.2, label="95% band")

@@ -17,7 +17,7 @@ def render(fit: dict, images: dict[str, Path], out_dir: Path) -> str:
         f"L(N, D) = {p['E']:.4g} + {p['A']:.4g} / N^{p['alpha']:.4f} + {p['B']:.4g} / D^{p['beta']:.4f}. "
         f"Compute-optimal N_opt ∝ C^{_num(opt['a'], 3)} {_ci(oci.get('a'))} and "
         f"D_opt ∝ C^{_num(opt['b'], 3)} {_ci(oci.get('b'))}; "
-        f"at C = {opt['target_compute']:.3g} FLOPs: N = {_num(opt['N_opt'], 3)}, D = {_num(opt['D_opt'], 3)} "
+        f"at C = 6ND = {opt['target_compute']:.3g} FLOPs: N = {_num(opt['N_opt'], 3)}, D = {_num(opt['D_opt'], 3)} "
         f"({_num(opt['tokens_per_param'], 3)} tokens per parameter), loss {_num(opt['loss_opt'])} "
         f"{_ci(oci.get('loss_opt'))}." + _undefined(p),
         "",
@@ -44,7 +44,10 @@ def render(fit: dict, images: dict[str, Path], out_dir: Path) -> str:
               "optimum" + (", so every resample was refitted from those starts too." if b["refit_all_from_grid_starts"]
                            else "."), "",
               "## Compute-optimal allocation", "",
-              "From Approach 3 with C = 6 N D (Hoffmann et al. 2022, Eq. 4): a = beta/(alpha+beta), b = alpha/(alpha+beta).",
+              "From Approach 3 with C = 6 N D (Hoffmann et al. 2022, Eq. 4), N and D as fitted, whatever the input's "
+              "C counts: a = beta/(alpha+beta), b = alpha/(alpha+beta); N_opt, D_opt and loss_opt at "
+              f"C = 6ND = {opt['target_compute']:.3g} FLOPs (`fit.target_compute`, default 10x the runs' largest 6ND). "
+              "Intervals: the bootstrap resamples of the fit, each allocated at the same C.",
               "", "| quantity | estimate | 95% interval |", "|---|---|---|"]
     for name in ("a", "b", "N_opt", "D_opt", "tokens_per_param", "loss_opt"):
         lines.append(f"| {name} | {_num(opt[name])} | {_ci(oci.get(name))} |")
@@ -54,13 +57,14 @@ def render(fit: dict, images: dict[str, Path], out_dir: Path) -> str:
               f"| Approach 2 (IsoFLOP) | {_num(iso['a'], 3)} {_ci(iso['ci95'].get('a'))} | "
               f"{_num(iso['b'], 3)} {_ci(iso['ci95'].get('b'))} |",
               f"| Approach 1 (envelope) | {_num(env['a'], 3)} {_ci(env['ci95'].get('a'))} | "
-              f"{_num(env['b'], 3)} {_ci(env['ci95'].get('b'))} |", ""]
+              f"{_num(env['b'], 3)} {_ci(env['ci95'].get('b'))} |", "", _conventions(opt), ""]
     if iso["reason"]:
         lines += [f"IsoFLOP: {iso['reason']}.", ""]
     used = [x for x in iso["budgets"] if x["used"]]
     rejected = [x for x in iso["budgets"] if not x["used"] and x["sizes"] >= 3]
     if used or rejected:
-        lines += [f"IsoFLOP budgets (parabola in log N through the {iso['window']} sizes nearest the lowest loss):", "",
+        lines += [f"IsoFLOP budgets (compute: the input's C; parabola in log N through the {iso['window']} sizes "
+                  "nearest the lowest loss):", "",
                   "| compute | runs | N_opt | D_opt | used |", "|---|---|---|---|---|"]
         for x in used + rejected:
             lines.append(f"| {x['compute']:.3g} | {x['runs']} | {_num(x['N_opt'])} | {_num(x['D_opt'])} | "
@@ -102,6 +106,16 @@ def _evidence(dr: dict) -> list[str]:
                 f"{_ci(bt['null_interval'])}), p = {bt['p_value']:.3f}; {bt['coverage']:.0%} of the held-out runs inside "
                 f"their {100 * bt['confidence']:.0f}% prediction intervals.", ""]
     return out
+
+
+def _conventions(opt: dict) -> str:
+    """Which C each row of the comparison is per: the exponents of different C differ when C / 6ND varies."""
+    if opt["input_compute_is_6nd"]:
+        return "All three count C = 6 N D: the input's C equals 6ND on every run."
+    lo, hi = opt["input_compute_over_6nd"]
+    return ("Approach 3 counts C = 6 N D; Approaches 2 and 1 (IsoFLOP budgets, the frontier) and the diminishing-"
+            f"returns evidence use the input's C (see Input), {lo:.4g} to {hi:.4g} x 6ND on these runs, so their "
+            "exponents and budgets are per that C, not directly comparable with Approach 3's.")
 
 
 def _undefined(p: dict) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from scaling_lab import checks, layout
-from scaling_lab.accounting import CONVENTIONS
+from scaling_lab.accounting import CONVENTIONS, compute_from_tokens
 from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.fit import envelope, isoflop, parametric, single_axis, verdict
 from scaling_lab.fit.stats import interval, resample_weights, summarize
@@ -64,6 +64,9 @@ def check_settings(cfg: dict) -> None:
             fail(key, f"a mapping (+fit.{key}.NAME=VALUE)")
     for key, least in _COUNTS.items():
         checks.count(f"fit.{key}", get(cfg, key), least, error=FitInputError)
+    if get(cfg, "isoflop.window") % 2 == 0:  # an even window cannot be centred on the lowest-loss size
+        raise FitInputError(f"fit.isoflop.window must be odd (the lowest-loss size and as many on each side), "
+                            f"got {get(cfg, 'isoflop.window')}")
     for key, interval in _INTERVALS.items():
         besides = (None,) if key in _NULLABLE else ()
         checks.number(f"fit.{key}", get(cfg, key), interval, besides=besides, error=FitInputError)
@@ -114,11 +117,13 @@ def fit_table(table, cfg: dict) -> dict:
     timing["bootstrap"] = time.perf_counter() - t0
     point, samples = parametric.named(grid.theta), parametric.named(boot.thetas)
     se, ci = summarize(samples, INTERVAL)
-    target = float(cfg["target_compute"] or 10 * C.max())
+    # the allocation counts C = 6 N D (Hoffmann et al. 2022, Eq. 4), whatever convention the input's C is in
+    compute_6nd = compute_from_tokens(N, D)
+    target = float(cfg["target_compute"] or 10 * compute_6nd.max())
     alloc, alloc_samples = parametric.allocation(grid.theta, target), parametric.allocation(boot.thetas, target)
     alloc_se, alloc_ci = summarize(alloc_samples, INTERVAL)
     residuals = log_l - np.log(parametric.predict(grid.theta, N, D))
-    curve_c = np.logspace(np.log10(C.min()), np.log10(target), 40)
+    curve_c = np.logspace(np.log10(compute_6nd.min()), np.log10(target), 40)
     curve_boot = parametric.allocation(boot.thetas[:, None, :], curve_c)["loss_opt"]
     curve = {"compute": curve_c, "loss": parametric.allocation(grid.theta, curve_c)["loss_opt"],
              "lo": np.nanpercentile(curve_boot, 50 * (1 - INTERVAL), axis=0),
@@ -166,7 +171,10 @@ def fit_table(table, cfg: dict) -> dict:
             "a": alloc_out["a"], "b": alloc_out["b"], "G": alloc_out["G"], "target_compute": target,
             "N_opt": alloc_out["N_opt"], "D_opt": alloc_out["D_opt"],
             "tokens_per_param": alloc_out["tokens_per_param"], "loss_opt": alloc_out["loss_opt"],
-            "se": alloc_se, "ci95": alloc_ci,
+            "se": alloc_se, "ci95": alloc_ci, "compute_convention": "6ND",
+            # IsoFLOP, envelope and verdict use the input's C: whether and how far it is from the allocation's
+            "input_compute_is_6nd": bool(np.allclose(C, compute_6nd, rtol=1e-6, atol=0)),
+            "input_compute_over_6nd": [float(np.min(C / compute_6nd)), float(np.max(C / compute_6nd))],
         },
         "isoflop": {"a": iso["a"], "b": iso["b"], "se": iso_se, "ci95": iso_ci, "window": window,
                     "bucket_decades": float(cfg["isoflop"]["bucket_decades"]),

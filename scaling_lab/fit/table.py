@@ -234,10 +234,14 @@ def _finish(rows: list[_Row], source: str, cfg, notes, excluded) -> RunTable:
     usable = _dedupe(usable, notes, excluded)
     k = int(cfg.get("exclude_top_loss") or 0)
     if k:
+        # checked before slicing: with k >= len(usable) the slices below start from the wrong end
+        if len(usable) - k < N_PARAMETERS:
+            raise FitInputError(f"fit.exclude_top_loss={k} leaves {max(len(usable) - k, 0)} of the {len(usable)} usable "
+                                f"runs of {source}, fewer than the {N_PARAMETERS} parameters of the law")
         usable.sort(key=lambda r: r.loss)
-        for row in usable[len(usable) - k:]:
+        usable, dropped = usable[:len(usable) - k], usable[len(usable) - k:]
+        for row in dropped:
             excluded.append({"run": row.run_id, "reason": f"among the {k} highest losses (fit.exclude_top_loss={k})"})
-        usable = usable[:len(usable) - k]
     if len(usable) < N_PARAMETERS:
         raise FitInputError(f"input {source}: {len(usable)} usable runs, fewer than the {N_PARAMETERS} parameters "
                             "of L = E + A/N^alpha + B/D^beta")

@@ -27,17 +27,18 @@ from scaling_lab.fit.stats import interval, resample_weights
 def local_exponents(flops, loss, floor, centers, bandwidth, weight=None) -> np.ndarray:
     """Local exponent of the reducible loss at each centre (log10 C): a Gaussian-kernel weighted linear
     regression of log(L - E) on log C over the frontier runs (local-linear smoothing, Fan & Gijbels 1996,
-    Ch. 3); NaN where fewer than 3 frontier runs carry weight."""
+    Ch. 3), a run drawn k times by the resample ``weight`` counting k times; NaN where fewer than 3 distinct
+    frontier runs carry weight."""
     idx = frontier(flops, loss, weight)
     above = loss[idx] - floor
     idx, above = idx[above > 0], above[above > 0]
     out = np.full(len(centers), np.nan)
-    if idx.size < 3:
+    if np.unique(idx).size < 3:
         return out
     lx, ly = np.log10(flops[idx]), np.log(above)
     for j, c in enumerate(centers):
         w = np.exp(-0.5 * ((lx - c) / bandwidth) ** 2)
-        if np.sum(w > 0.05) < 3:
+        if np.unique(idx[w > 0.05]).size < 3:
             continue
         xm, ym = np.average(lx, weights=w), np.average(ly, weights=w)
         var = np.average((lx - xm) ** 2, weights=w)
@@ -46,17 +47,17 @@ def local_exponents(flops, loss, floor, centers, bandwidth, weight=None) -> np.n
 
 
 def exponent_change(flops, loss, floor, weight=None) -> tuple[float, float, float]:
-    """(exponent of the lower half of the frontier, of the upper half, upper - lower); NaN when a half has
-    fewer than 3 runs above the floor."""
+    """(exponent of the lower half of the frontier, of the upper half, upper - lower), least squares of
+    log(L - E) on log C in each half, a run drawn k times by the resample ``weight`` counting k times; NaN
+    when a half has fewer than 3 distinct runs above the floor."""
     idx = frontier(flops, loss, weight)
     above = loss[idx] - floor
     idx, above = idx[above > 0], above[above > 0]
-    if idx.size < 6:
-        return np.nan, np.nan, np.nan
     lx, ly = np.log(flops[idx]), np.log(above)
-    half = idx.size // 2
-    lower = -np.polyfit(lx[:half], ly[:half], 1)[0]
-    upper = -np.polyfit(lx[half:], ly[half:], 1)[0]
+    halves = (slice(None, idx.size // 2), slice(idx.size // 2, None))
+    if any(np.unique(idx[h]).size < 3 for h in halves):
+        return np.nan, np.nan, np.nan
+    lower, upper = (-np.polyfit(lx[h], ly[h], 1)[0] for h in halves)
     return float(lower), float(upper), float(upper - lower)
 
 
