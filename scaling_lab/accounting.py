@@ -60,8 +60,9 @@ def train_flops_per_token(cfg: ModelConfig, convention: str = DEFAULT_CONVENTION
 
     6N                 Hoffmann et al. 2022 (Sec. 3): C = 6 N D with N all parameters.
     6N_non_embedding   Kaplan et al. 2020 (Sec. 2.1): C = 6 N D with N non-embedding parameters.
-    6N_attention       6N + 12 * n_layer * d_model * context (Chowdhery et al. 2022, PaLM App. B); the
-                       convention of nanoGPT's MFU and of this project's GPU yardstick.
+    6N_attention       6N' + 12 * n_layer * d_model * context (Chowdhery et al. 2022, PaLM App. B), N' = N less
+                       the position embedding, as nanoGPT's get_num_params() counts it: the convention of
+                       nanoGPT's MFU and of this project's GPU yardstick (issue 5's table: 6.8M at 2 x 128).
     chinchilla         3x the full forward count of Hoffmann et al. 2022, Appendix F.
     deepseek_M         M = 72 n_layer d^2 + 6 n_layer d l_seq, non-embedding FLOPs per token with
                        attention (Bi et al. 2024, DeepSeek LLM, Sec. 3.1, Eq. 2); its LR/batch rule uses C = M D.
@@ -71,7 +72,8 @@ def train_flops_per_token(cfg: ModelConfig, convention: str = DEFAULT_CONVENTION
     if convention == "6N_non_embedding":
         return 6.0 * params_non_embedding(cfg)
     if convention == "6N_attention":
-        return 6.0 * params_total(cfg) + 12.0 * cfg.n_layer * cfg.d_model * cfg.block_size
+        without_positions = params_total(cfg) - cfg.block_size * cfg.d_model
+        return 6.0 * without_positions + 12.0 * cfg.n_layer * cfg.d_model * cfg.block_size
     if convention == "chinchilla":
         return 3.0 * chinchilla_forward_flops_per_token(cfg)
     if convention == "deepseek_M":

@@ -37,8 +37,9 @@ def test_flop_conventions():
     n = accounting.params_total(cfg)
     assert accounting.train_flops(cfg, 1000, "6N") == 6 * n * 1000
     assert accounting.train_flops_per_token(cfg, "6N_non_embedding") < accounting.train_flops_per_token(cfg, "6N")
-    attention = accounting.train_flops_per_token(cfg, "6N_attention") - 6 * n
-    assert attention == 12 * 12 * 768 * 1024
+    # nanoGPT's MFU: 6 x its get_num_params() (no position embedding: 123.59M) + the attention term
+    assert accounting.train_flops_per_token(cfg, "6N_attention") == 6 * 123_587_328 + 12 * 12 * 768 * 1024
+    assert n - 1024 * 768 == 123_587_328
     # DeepSeek's M counts the 12 d^2 matrices per layer plus causal attention, no embeddings
     assert accounting.train_flops_per_token(cfg, "deepseek_M") == 72 * 12 * 768**2 + 6 * 12 * 768 * 1024
     assert set(accounting.flops_by_convention(cfg, 10)) == set(accounting.CONVENTIONS)
