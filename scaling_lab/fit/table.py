@@ -236,8 +236,8 @@ def _finish(rows: list[_Row], source: str, cfg, notes, excluded) -> RunTable:
     if k:
         # checked before slicing: with k >= len(usable) the slices below start from the wrong end
         if len(usable) - k < N_PARAMETERS:
-            raise FitInputError(f"fit.exclude_top_loss={k} leaves {max(len(usable) - k, 0)} of the {len(usable)} usable "
-                                f"runs of {source}, fewer than the {N_PARAMETERS} parameters of the law")
+            raise FitInputError(f"fit.exclude_top_loss={k} leaves {max(len(usable) - k, 0)} of the {len(usable)} "
+                                f"usable runs of {source}, fewer than the {N_PARAMETERS} parameters of the law")
         usable.sort(key=lambda r: r.loss)
         usable, dropped = usable[:len(usable) - k], usable[len(usable) - k:]
         for row in dropped:
