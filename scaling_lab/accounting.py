@@ -64,8 +64,9 @@ def train_flops_per_token(cfg: ModelConfig, convention: str = DEFAULT_CONVENTION
                        the position embedding, as nanoGPT's get_num_params() counts it: the convention of
                        nanoGPT's MFU and of this project's GPU yardstick (issue 5's table: 6.8M at 2 x 128).
     chinchilla         3x the full forward count of Hoffmann et al. 2022, Appendix F.
-    deepseek_M         M = 72 n_layer d^2 + 6 n_layer d l_seq, non-embedding FLOPs per token with
-                       attention (Bi et al. 2024, DeepSeek LLM, Sec. 3.1, Eq. 2); its LR/batch rule uses C = M D.
+    deepseek_M         M = 72 n_layer d^2 + 12 n_layer d l_seq, non-embedding FLOPs per token with
+                       attention (Bi et al. 2024, DeepSeek LLM, Sec. 3.1, Eq. 2; its Table 3 has 6N1/M = 0.43 at
+                       8 layers, d 512, l_seq 4096); its LR/batch rule uses C = M D.
     """
     if convention == "6N":
         return 6.0 * params_total(cfg)
@@ -79,7 +80,7 @@ def train_flops_per_token(cfg: ModelConfig, convention: str = DEFAULT_CONVENTION
     if convention == "deepseek_M":
         # 72 d^2 = 6 x (4 + 2 x 4) d^2: attention plus MLP matrices at mlp_ratio 4, generalised here
         matrices = (4 + 2 * cfg.mlp_ratio) * cfg.d_model**2
-        return 6.0 * cfg.n_layer * matrices + 6.0 * cfg.n_layer * cfg.d_model * cfg.block_size
+        return 6.0 * cfg.n_layer * matrices + 12.0 * cfg.n_layer * cfg.d_model * cfg.block_size
     raise ValueError(f"flops convention {convention!r} is not one of {CONVENTIONS}")
 
 

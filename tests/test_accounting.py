@@ -41,7 +41,10 @@ def test_flop_conventions():
     assert accounting.train_flops_per_token(cfg, "6N_attention") == 6 * 123_587_328 + 12 * 12 * 768 * 1024
     assert n - 1024 * 768 == 123_587_328
     # DeepSeek's M counts the 12 d^2 matrices per layer plus causal attention, no embeddings
-    assert accounting.train_flops_per_token(cfg, "deepseek_M") == 72 * 12 * 768**2 + 6 * 12 * 768 * 1024
+    assert accounting.train_flops_per_token(cfg, "deepseek_M") == 72 * 12 * 768**2 + 12 * 12 * 768 * 1024
+    # DeepSeek LLM Table 3: 6 N1 / M = 0.43 at 8 layers, d_model 512, sequence 4096 (N1 = 12 n_layer d^2)
+    table_3 = ModelConfig.resolve("gpt-51m", vocab_size=50304, block_size=4096)
+    assert 72 * 8 * 512**2 / accounting.train_flops_per_token(table_3, "deepseek_M") == pytest.approx(0.43, abs=0.005)
     assert set(accounting.flops_by_convention(cfg, 10)) == set(accounting.CONVENTIONS)
     with pytest.raises(ValueError, match="convention"):
         accounting.train_flops_per_token(cfg, "5N")

@@ -55,8 +55,11 @@ def test_param_groups_scale_only_hidden_matrices():
     groups = mup.param_groups(cfg, model.named_parameters(), lr=1e-2, weight_decay=0.1)
     hidden = {id(p) for n, p in model.named_parameters() if mup.is_hidden(n, p)}
     for g in groups:
-        expected = 1e-2 / 4 if id(g["params"][0]) in hidden else 1e-2
-        assert g["lr"] == pytest.approx(expected)
+        is_hidden = id(g["params"][0]) in hidden
+        assert g["lr"] == pytest.approx(1e-2 / 4 if is_hidden else 1e-2)
+        # AdamW decays by lr x wd: hidden matrices keep the base width's product (the mup package's MuAdamW)
+        matrices = g["params"][0].dim() >= 2
+        assert g["weight_decay"] == pytest.approx(0.1 * 4 if is_hidden else 0.1 if matrices else 0.0)
         assert all((id(p) in hidden) == (id(g["params"][0]) in hidden) for p in g["params"])
     assert groups[0]["lr"] == 1e-2  # group 0 carries the peak LR that training logs
     sp = ModelConfig(n_layer=1, d_model=128, n_head=4, vocab_size=64, block_size=16)

@@ -64,6 +64,20 @@ def test_fused_loss_trains_like_the_plain_loss():
         torch.testing.assert_close(b, a, rtol=0, atol=2e-6, msg=name)
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 5])
+def test_the_loss_takes_a_ddp_ranks_strided_rows(chunk_rows):
+    # under DDP each rank trains on y[rank::world] (module.py), a view that is not contiguous
+    from scaling_lab.model.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(SHAPE)
+    batch = torch.randint(SHAPE.vocab_size, (4, SHAPE.block_size))
+    strided = batch[1::2]
+    assert not strided.is_contiguous()
+    assert model.loss(strided, strided, chunk_rows) == model.loss(strided.contiguous(), strided.contiguous(),
+                                                                   chunk_rows)
+
+
 def test_auto_micro_batch_is_the_largest_that_fits_the_runs_share_of_memory():
     gib = 2**30
     # 1 GiB of weights and gradients, 0.5 GiB per sequence; 6 GiB share, 1 GiB of AdamW moments to come
@@ -99,6 +113,7 @@ def test_auto_micro_batch_of_a_packed_run_fits_its_share_of_the_free_memory():
         ("train.compile_mode=fastest", "train.compile_mode='fastest' is not one of"),
         ("train.micro_batch_size=0", "train.micro_batch_size must be an integer >= 1 or auto, null"),
         ("train.loss_chunk_rows=many", "train.loss_chunk_rows must be an integer >= 1 or null"),
+        ("train.precision=16-mixed", "train.precision=16-mixed needs train.loss_chunk_rows=null"),
     ],
 )
 def test_bad_speed_knobs_fail_before_training_with_one_line(tmp_path, capsys, override, message):

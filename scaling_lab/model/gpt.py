@@ -101,6 +101,7 @@ class GPT(nn.Module):
         (scaling_lab/model/fused_loss.py) so that the full logits never exist."""
         if chunk_rows is None:
             logits = self(idx)
-            return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+            # reshape, not view: a DDP rank's rows of a batch (module.py: y[rank::world]) are not contiguous
+            return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
         return linear_cross_entropy(self.hidden(idx).flatten(0, 1), self.lm_head.weight, targets.flatten(),
                                     self.output_mult, chunk_rows)

@@ -3,7 +3,8 @@
 Yang et al. 2022, "Tensor Programs V" (μTransfer), Table 3 (Adam column) and Table 8, in multiplier form as in
 their `mup` package, relative to a base width b (model.mup_base_width) with width multiplier m = d_model / b:
   input weights (token / position embeddings), LayerNorm gains   init and Adam LR unchanged
-  hidden matrices (qkv, proj, MLP up/down)                        init std x 1/sqrt(m), Adam LR x 1/m
+  hidden matrices (qkv, proj, MLP up/down)                        init std x 1/sqrt(m), Adam LR x 1/m,
+                                                                  AdamW weight decay x m (lr x wd unchanged)
   output logits (the readout, tied to the token embedding)        x 1/m (their MuReadout / MuSharedReadout)
   attention logits                                                q.k / d_head instead of / sqrt(d_head) (Sec. 4)
 At m = 1 it equals the standard parametrisation except for the attention scale. The standard parametrisation
@@ -45,13 +46,15 @@ def is_hidden(name: str, param: nn.Parameter) -> bool:
 
 def param_groups(cfg: ModelConfig, named: Iterable[tuple[str, nn.Parameter]], lr: float,
                  weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only (nanoGPT's grouping), hidden matrices' LR x 1/m under μP.
+    """AdamW groups: weight decay on matrices only (nanoGPT's grouping); under μP hidden matrices' LR x 1/m and
+    their weight decay x m. AdamW decays by lr x wd per step, so that product, like the rest of the recipe, stays
+    what it was at the base width (the `mup` package's MuAdamW does the same).
 
     Under the standard parametrisation this is exactly two groups, matrices then vectors, in parameter order.
     """
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in named:
-        decay = weight_decay if p.dim() >= 2 else 0.0
-        scale = 1.0 / width_mult(cfg) if is_hidden(name, p) else 1.0
-        groups.setdefault((decay, scale), []).append(p)
+        m = width_mult(cfg) if is_hidden(name, p) else 1.0
+        decay = weight_decay * m if p.dim() >= 2 else 0.0
+        groups.setdefault((decay, 1.0 / m), []).append(p)
     return [{"params": ps, "weight_decay": decay, "lr": lr * scale} for (decay, scale), ps in groups.items()]

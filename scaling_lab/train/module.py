@@ -49,6 +49,9 @@ class GPTModule(L.LightningModule):
                 self._probe_step, device, self.runs_per_device, self._adamw_state_bytes(), rows,
                 micro_batch.probe_sizes(rows, self.shape.block_size, hp["loss_chunk_rows"]))
         if compile_enabled(hp["compile"], device):
+            # one process can train many runs (the basic launcher, a trunk and its branches); each new model would
+            # add compilations of GPT.loss until dynamo's recompile limit (8) silently left the rest eager
+            torch.compiler.reset()
             self._loss = torch.compile(self.model.loss, mode=hp["compile_mode"], dynamic=False)
 
     def _probe_step(self, sequences: int) -> None:

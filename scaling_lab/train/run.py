@@ -163,6 +163,10 @@ def _check(model: dict, train: dict, trainer: dict) -> None:
         raise ConfigError(f"train.lr_rule must be one of {hparams.RULES}, got {train['lr_rule']!r}")
     if train["precision"] not in PRECISIONS:
         raise ConfigError(f"train.precision={train['precision']!r} is not one of {PRECISIONS}")
+    if train["precision"].startswith("16-") and train["loss_chunk_rows"] is not None:
+        # the fused loss forms its gradient inside the forward pass, before fp16's loss scaling: it would underflow
+        raise ConfigError(f"train.precision={train['precision']} needs train.loss_chunk_rows=null (the fused loss's "
+                          "gradients underflow in fp16 before loss scaling); bf16-mixed works with both")
     step_tokens = (train["batch_size"] or 1) * model["block_size"]
     if tokens < step_tokens:
         raise ConfigError(f"train.tokens={tokens} is less than one optimizer step (train.batch_size x "
