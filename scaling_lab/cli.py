@@ -126,7 +126,8 @@ def _extend_edges(sweep) -> None:
     """Adaptive IsoFLOP: a second multirun past the budgets whose minimum is at an edge."""
     from scaling_lab.sweep import extend, grid, launch
 
-    extra = extend.extension(sweep.design, sweep.runs, sweep.results_dir, sweep.cfg["sweep"].get("extend_sizes", 2))
+    extra, edges = extend.extension(sweep.design, sweep.runs, sweep.results_dir,
+                                    sweep.cfg["sweep"].get("extend_sizes", 2))
     if extra:
         print(f"edge extension: {len(extra)} runs past the edges of " + ", ".join(
             f"C={b:.3g}" for b in sorted({run.budget for run in extra})))
@@ -134,6 +135,9 @@ def _extend_edges(sweep) -> None:
             command = launch.add_runs(sweep, "main", extra)
         grid.write_manifest(sweep.name, sweep.results_dir, sweep.runs)
         _hydra_main(_train_task, ["--multirun", *command])
+    elif edges:
+        print("edge extension: the minimum of " + ", ".join(f"C={b:.3g}" for b in edges) + " is at an edge, but "
+              "no new size fits past it (already trained, or under one sequence of tokens)")
     else:
         print("edge extension: every budget's minimum lies inside its sizes; nothing to add")
 

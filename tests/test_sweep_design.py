@@ -148,20 +148,25 @@ def test_extension_adds_runs_past_the_edge_of_the_budget_that_needs_it(tmp_path)
         loss = 3.0 + 0.1 * rank if small_first else 3.0 + 0.1 * (rank - 1) ** 2  # 3e10: minimum inside
         records.write_record(layout.record_path(tmp_path, e["run_id"]), completed(e["run_id"], e["params"], loss))
 
-    extra = extend.extension(design, entries, str(tmp_path), count=2)
-    assert extra and {r.budget for r in extra} == {1e10}
+    extra, edges = extend.extension(design, entries, str(tmp_path), count=2)
+    assert extra and {r.budget for r in extra} == {1e10} and edges == [1e10]
     smallest = min(e["params"] for e in entries if e["budget"] == 1e10)
     for r in extra:
         assert accounting.params_total(r.shape) < smallest
         assert accounting.train_flops(r.shape, r.tokens) == pytest.approx(1e10, rel=0.01)
 
-    # once the budget's minimum is inside, nothing more is added
+    # sizes past the edge that are already in the sweep (here: launched, not finished) are not added twice; the
+    # edge is still reported
     for r in extra:
         run_id = f"x{accounting.params_total(r.shape)}"
         entries.append({"run_id": run_id, "budget": r.budget, "params": accounting.params_total(r.shape)})
+    assert extend.extension(design, entries, str(tmp_path), count=2) == ([], [1e10])
+    # once they finish and the budget's minimum is inside, nothing more is added and no edge is left
+    for r in extra:
+        run_id = f"x{accounting.params_total(r.shape)}"
         records.write_record(layout.record_path(tmp_path, run_id),
                              completed(run_id, accounting.params_total(r.shape), 3.05))
-    assert extend.extension(design, entries, str(tmp_path), count=2) == []
+    assert extend.extension(design, entries, str(tmp_path), count=2) == ([], [])
 
 
 # --- planner and real runs through the CLI ------------------------------------------------------------------

@@ -35,8 +35,11 @@ def edge_targets(points: list[tuple[int, float]], step: float, count: int) -> li
     return []
 
 
-def extension(design: designs.Design, entries: list[dict], results_dir: str, count: int) -> list[designs.Planned]:
-    """The runs to add, from the completed records of the manifest's IsoFLOP entries."""
+def extension(design: designs.Design, entries: list[dict], results_dir: str,
+              count: int) -> tuple[list[designs.Planned], list[float]]:
+    """(the runs to add, the budgets whose minimum is at an edge), from the completed records of the manifest's
+    IsoFLOP entries. An edge budget may get no run: its next sizes were already trained, or need fewer tokens than
+    one sequence."""
     losses = {}
     for path in layout.record_paths(results_dir):
         rec = records.read_record(path)
@@ -49,12 +52,14 @@ def extension(design: designs.Design, entries: list[dict], results_dir: str, cou
         known[e["budget"]].add(e["params"])
         if e["run_id"] in losses:
             points[e["budget"]].append((e["params"], losses[e["run_id"]]))
-    extra = []
+    extra, edges = [], []
     for budget, pts in points.items():
-        for target in edge_targets(pts, design.step, count):
+        targets = edge_targets(pts, design.step, count)
+        edges += [budget] if targets else []
+        for target in targets:
             try:
                 extra += designs.budget_runs(design, budget, [target], known[budget])
             except ConfigError as e:  # past the large edge a budget can run out of tokens: say so, go on
                 print(f"edge extension stops: {e}")
-    return extra
+    return extra, sorted(edges)
 
