@@ -19,7 +19,9 @@ out=${1:?usage: bash scripts/gpu_bench.sh OUT PART...}; shift
 work=${WORK:-/tmp/scaling-lab-gpu-bench}
 py=${PYTHON:-python3}  # the GPU machine's python3 is the interpreter that holds its CUDA torch
 mkdir -p "$out" "$work"
-export SCALING_LAB_CACHE=${SCALING_LAB_CACHE:-$work/cache} PYTHONUNBUFFERED=1
+# the checkout on the path: scripts/*.py and the packed launcher's children import it even where gpu_setup.sh
+# could not pip-install it
+export SCALING_LAB_CACHE=${SCALING_LAB_CACHE:-$work/cache} PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 yardstick=(--device cuda --vocab 50304 --block 1024 --batch 64 --warmup 10 --steps 30 --compile-mode reduce-overhead
            --json)
 for part in "$@"; do

@@ -25,17 +25,19 @@ case ${1:-} in
     [ -d .whl ] || fail "no .whl here: run 'bash scripts/gpu_setup.sh fetch' on a networked machine, carry .whl"
     "$py" -m pip install -q --disable-pip-version-check --no-index --find-links .whl "${wanted[@]}" \
       || fail "offline install of ${wanted[*]} from .whl failed (a dependency is missing: see pip's message above)"
+    # without a build backend there (setuptools>=64), the checkout itself is importable: gpu_bench.sh puts the repo
+    # root on PYTHONPATH, as ../shared/gpu/README.md advises
     "$py" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-build-isolation -e . \
-      || fail "pip install --no-deps -e . failed (no setuptools>=64 here?)"
-    "$py" - <<'EOF' || exit 1
-import importlib, importlib.metadata as md, pkgutil, sys
+      || echo "gpu_setup.sh: pip install -e . failed (no setuptools>=64?); using the checkout through PYTHONPATH" >&2
+    PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$py" - <<'EOF' || exit 1
+import importlib, importlib.metadata as md, pkgutil, sys, tomllib
 from packaging.requirements import Requirement
 
 problems = []
-for line in md.requires("scaling-lab") or []:
+with open("pyproject.toml", "rb") as f:  # the checkout's own list: it holds whether or not pip installed it
+    requirements = tomllib.load(f)["project"]["dependencies"]
+for line in requirements:
     req = Requirement(line)
-    if req.marker and not req.marker.evaluate({"extra": ""}):
-        continue  # an extra such as [dev]
     try:
         have = md.version(req.name)
     except md.PackageNotFoundError:
