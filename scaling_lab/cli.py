@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def _train_task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from scaling_lab.claim import Busy
     from scaling_lab.sweep.branch import train_group
     from scaling_lab.train.run import RunSpec, train
@@ -66,6 +69,10 @@ def _train_task(cfg: DictConfig) -> None:
             train_group(cfg)
         else:
             train(RunSpec.from_config(cfg))
+    except SIGTERMException:
+        # the run saved a checkpoint and stopped unfinished; Lightning's exception (a SystemExit) would exit 0, so a
+        # wrapper or a sweep would take it for success: exit as a SIGTERM'd process does, 128 + 15
+        raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as e:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
