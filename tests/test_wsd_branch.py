@@ -1,7 +1,8 @@
 """WSD schedule and branched sweeps (sweep.branch): a branch is exactly the independent WSD run of its budget.
 
 The slow tests train real sweeps through the CLI (Hydra multirun -> Lightning -> records): one branched, one with
-every run independent, and one branched sweep killed after its trunk and re-launched.
+every run independent, one branched sweep killed after its trunk and re-launched, and trunks stopped where a
+checkpoint meets a branch's snapshot or validation point.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from scaling_lab import layout, records
+from scaling_lab import claim, layout, records
 from scaling_lab.conf_dir import CONF_DIR
 from scaling_lab.sweep import branch, launch, plan
 from scaling_lab.train import branching
@@ -242,6 +243,44 @@ def test_a_killed_branched_sweep_resumes_from_the_trunks_snapshots(tmp_path, env
     for run_id, rec in resumed.items():
         assert rec["final_val_loss"] == pytest.approx(alone[run_id]["final_val_loss"], rel=1e-6, abs=0)
         assert (rec["branch"] is None) == (run_id == trunk)
+    assert not list(layout.runs_dir(tmp_path).glob("*/*.ckpt"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("every", [13, 24])
+def test_a_trunk_stopped_right_after_a_checkpoint_resumes_every_branch_exactly(tmp_path, env, sweeps, every):
+    """The trunk stops inside the write of the 32-step branch's snapshot (step 26): a directory stands at its path,
+    so the write fails as on a full disk, at the same point on every run (a kill -9 would have to land within
+    milliseconds of the checkpoint). What the trunk left on disk is what kill -9 at that instant leaves. Its last
+    checkpoint is that of step 13, the 16-step branch's snapshot step (every=13), or of step 24, a validation point
+    the 32-step branch inherits (every=24). Re-launched, every run must be the uninterrupted sweep's."""
+    grid = [o if not o.startswith("model.name=") else "model.name=tiny-1" for o in GRID]
+    args = [*grid, f"results_dir={tmp_path}", "sweep.fit=false", f"train.checkpoint_every={every}"]
+    reference = {k: r for k, r in by_id(sweeps["branched"]).items() if r["model"]["name"] == "tiny-1"}
+    trunk = next(k for k, r in reference.items() if r["branch"] is None)
+    last = next(k for k, r in reference.items() if r["tokens"] == 8192)  # the 32-step branch, off at step 26
+    blocker = layout.branch_checkpoint_path(tmp_path, trunk, last)
+    blocker.mkdir(parents=True)
+    # held here: this launch skips that branch (without its snapshot it would train from scratch) for the next one
+    with claim.hold(layout.claim_path(tmp_path, last)):
+        first = cli(*args, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert records.read_record(layout.record_path(tmp_path, trunk))["status"] == "failed"
+    assert not layout.record_path(tmp_path, last).exists()
+    blocker.rmdir()
+
+    relaunch = cli(*args, env=env)
+    log = relaunch.stdout + relaunch.stderr
+    assert relaunch.returncode == 0, log[-3000:]
+    assert f"run {trunk} resumes from" in log and "trains from scratch" not in log
+    resumed = by_id(tmp_path)
+    assert set(resumed) == set(reference)
+    for run_id, rec in resumed.items():
+        want = reference[run_id]
+        assert rec["status"] == "completed" and rec["branch"] == want["branch"]  # from its snapshot, not from scratch
+        assert rec["final_val_loss"] == pytest.approx(want["final_val_loss"], rel=1e-6, abs=0)
+        assert [p[0] for p in rec["val_curve"]] == [p[0] for p in want["val_curve"]]
+        assert [p[1] for p in rec["val_curve"]] == pytest.approx([p[1] for p in want["val_curve"]], rel=1e-6)
     assert not list(layout.runs_dir(tmp_path).glob("*/*.ckpt"))
 
 

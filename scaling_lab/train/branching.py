@@ -59,7 +59,11 @@ def own_curve(curve: list, every_tokens: int, final_tokens: int) -> list:
 
 
 class TrunkSnapshots(L.Callback):
-    """Saves each branch's snapshot at its step, after validating at any step a branch's own schedule asks for."""
+    """Saves each branch's snapshot at its step, after validating at any step a branch's own schedule asks for.
+
+    Goes before AtomicCheckpoint among the callbacks: a trunk resumed from a checkpoint of step s does not run step
+    s's hooks again, so the snapshot and the point of step s must be taken before that checkpoint is.
+    """
 
     def __init__(self, snapshots: list[Snapshot], val_loader):
         self.saves, self.evals = defaultdict(list), set()
