@@ -82,9 +82,9 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
         # Lightning calls plain callbacks in list order: a step's branch snapshot and validation point must come
         # before that step's resume checkpoint, as a trunk resumed from it does not run the step's hooks again
         callbacks=[branching.TrunkSnapshots([branching.snapshot(spec.run_id, b, corpus, batch_size) for b in branches],
-                                            dm.val_dataloader()),
+                                            dm.val_dataloader(), steady.paused),
                    checkpoint.AtomicCheckpoint(layout.checkpoint_path(spec.results_dir, spec.run_id),
-                                               t["checkpoint_every"]), origin, steady],
+                                               t["checkpoint_every"], steady.paused), origin, steady],
         val_check_interval=eval_every, num_sanity_val_steps=0,
         deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
