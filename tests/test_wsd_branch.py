@@ -1,7 +1,8 @@
 """WSD schedule and branched sweeps (sweep.branch): a branch is exactly the independent WSD run of its budget.
 
 The slow tests train real sweeps through the CLI (Hydra multirun -> Lightning -> records): one branched, one with
-every run independent, and one branched sweep killed after its trunk and re-launched.
+every run independent, one branched sweep killed after its trunk and re-launched, trunks stopped where a
+checkpoint meets a branch's snapshot or validation point, and a branch off at a step where its trunk validates.
 """
 
 from __future__ import annotations
@@ -14,18 +15,26 @@ import subprocess
 import sys
 import time
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
 
-from scaling_lab import layout, records
+from scaling_lab import claim, layout, records
 from scaling_lab.conf_dir import CONF_DIR
+from scaling_lab.data import TokenDataModule
+from scaling_lab.data.prepare import TokenCorpus
 from scaling_lab.sweep import branch, launch, plan
 from scaling_lab.train import branching
+from scaling_lab.train.module import GPTModule
 from scaling_lab.train.run import RunSpec
 from scaling_lab.train.schedule import cooldown_steps_for, warmup_cosine, warmup_stable_decay
+from scaling_lab.train.throughput import SteadyRate
 from support import ONE_THREAD, cli, isolated_env
+from test_train_step import HP, SHAPE  # the tiny model of the training-step tests
 
 # 8, 16, 32, 64 steps of 2 x 128 tokens; the trunk is the 16,384-token run of each size
 BUDGETS = (2048, 4096, 8192, 16384)
@@ -243,6 +252,107 @@ def test_a_killed_branched_sweep_resumes_from_the_trunks_snapshots(tmp_path, env
         assert rec["final_val_loss"] == pytest.approx(alone[run_id]["final_val_loss"], rel=1e-6, abs=0)
         assert (rec["branch"] is None) == (run_id == trunk)
     assert not list(layout.runs_dir(tmp_path).glob("*/*.ckpt"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("every", [13, 24])
+def test_a_trunk_stopped_right_after_a_checkpoint_resumes_every_branch_exactly(tmp_path, env, sweeps, every):
+    """The trunk stops inside the write of the 32-step branch's snapshot (step 26): a directory stands at its path,
+    so the write fails as on a full disk, at the same point on every run (a kill -9 would have to land within
+    milliseconds of the checkpoint). What the trunk left on disk is what kill -9 at that instant leaves. Its last
+    checkpoint is that of step 13, the 16-step branch's snapshot step (every=13), or of step 24, a validation point
+    the 32-step branch inherits (every=24). Re-launched, every run must be the uninterrupted sweep's."""
+    grid = [o if not o.startswith("model.name=") else "model.name=tiny-1" for o in GRID]
+    args = [*grid, f"results_dir={tmp_path}", "sweep.fit=false", f"train.checkpoint_every={every}"]
+    reference = {k: r for k, r in by_id(sweeps["branched"]).items() if r["model"]["name"] == "tiny-1"}
+    trunk = next(k for k, r in reference.items() if r["branch"] is None)
+    last = next(k for k, r in reference.items() if r["tokens"] == 8192)  # the 32-step branch, off at step 26
+    blocker = layout.branch_checkpoint_path(tmp_path, trunk, last)
+    blocker.mkdir(parents=True)
+    # held here: this launch skips that branch (without its snapshot it would train from scratch) for the next one
+    with claim.hold(layout.claim_path(tmp_path, last)):
+        first = cli(*args, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert records.read_record(layout.record_path(tmp_path, trunk))["status"] == "failed"
+    assert not layout.record_path(tmp_path, last).exists()
+    blocker.rmdir()
+
+    relaunch = cli(*args, env=env)
+    log = relaunch.stdout + relaunch.stderr
+    assert relaunch.returncode == 0, log[-3000:]
+    assert f"run {trunk} resumes from" in log and "trains from scratch" not in log
+    resumed = by_id(tmp_path)
+    assert set(resumed) == set(reference)
+    for run_id, rec in resumed.items():
+        want = reference[run_id]
+        assert rec["status"] == "completed" and rec["branch"] == want["branch"]  # from its snapshot, not from scratch
+        assert rec["final_val_loss"] == pytest.approx(want["final_val_loss"], rel=1e-6, abs=0)
+        assert [p[0] for p in rec["val_curve"]] == [p[0] for p in want["val_curve"]]
+        assert [p[1] for p in rec["val_curve"]] == pytest.approx([p[1] for p in want["val_curve"]], rel=1e-6)
+    assert not list(layout.runs_dir(tmp_path).glob("*/*.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_branch_off_at_a_step_where_its_trunk_validates_is_the_independent_run(tmp_path, env):
+    """16 and 5 steps: the short run's cooldown starts at step 4, a validation step of both runs, so its snapshot is
+    taken after the trunk's own pass there (which gives both their point) rather than before it."""
+    grid = [o for o in GRID if not o.startswith(("model.name=", "train.tokens="))]
+    grid += ["model.name=tiny-1", "train.tokens=1280,4096", "sweep.fit=false"]
+    out = {}
+    for branched in ("true", "false"):
+        proc = cli(*grid, f"results_dir={tmp_path / branched}", f"sweep.branch={branched}", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[branched] = by_id(tmp_path / branched)
+    short = next(k for k, r in out["true"].items() if r["tokens"] == 1280)
+    rec, alone = out["true"][short], out["false"][short]
+    assert rec["branch"]["branched_at_tokens"] == 4 * STEP_TOKENS
+    assert [p[0] for p in rec["val_curve"]] == [p[0] for p in alone["val_curve"]] == [512, 1024, 1280]
+    assert [p[1] for p in rec["val_curve"]] == pytest.approx([p[1] for p in alone["val_curve"]], rel=1e-6)
+    assert rec["final_val_loss"] == pytest.approx(alone["final_val_loss"], rel=1e-6, abs=0)
+
+
+class SlowReads(Dataset):
+    """A validation set that takes `seconds` per batch to read, as from a slow disk, and counts its reads."""
+
+    def __init__(self, batches: Dataset, seconds: float):
+        self.batches, self.seconds, self.reads = batches, seconds, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int):
+        self.reads += 1
+        time.sleep(self.seconds)
+        return self.batches[b]
+
+
+def test_a_trunk_validates_once_a_step_and_its_extra_passes_are_not_training_time(tmp_path):
+    steps, every, tokens_per_step, read_s = 16, 8, HP["batch_size"] * SHAPE.block_size, 1.0
+    tokens = np.random.default_rng(0).integers(0, SHAPE.vocab_size, 8192).astype(np.uint16)
+    corpus = TokenCorpus(train=tokens, val=tokens[:512], vocab_size=SHAPE.vocab_size, meta={}, built=True)
+    dm = TokenDataModule(corpus, SHAPE.block_size, HP["batch_size"], steps * tokens_per_step, seed=0,
+                         val_tokens=SHAPE.block_size)
+    val = SlowReads(dm.val_dataloader().dataset, read_s)
+    loader = DataLoader(val, batch_size=None)
+    # Lightning validates at steps 8 and 16. Branch a needs points at 6 and 8 and its snapshot at 8: Lightning's
+    # pass gives that point. Branch b needs a point at 10 and its snapshot there. The timer starts at step 5.
+    snapshots = [branching.Snapshot(8, tmp_path / "a.ckpt", (6, 8)), branching.Snapshot(10, tmp_path / "b.ckpt", (10,))]
+    steady = SteadyRate(tokens_per_step)
+    module = GPTModule(SHAPE, {**HP, "total_steps": steps}, total_steps=steps, flops_per_token=1.0)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, val_check_interval=every,
+                        num_sanity_val_steps=0,
+                        callbacks=[branching.TrunkSnapshots(snapshots, loader, steady.paused), steady])
+    trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=loader)
+
+    points = [p[0] // tokens_per_step for p in module.val_curve]
+    assert points == [6, 8, 10, 16] and val.reads == len(points) * len(val)  # step 8: one pass, not two
+    for snap in snapshots:  # each holds its own step's point
+        curve = torch.load(snap.path, map_location="cpu", weights_only=False)["progress"]["val_curve"]
+        assert curve[-1][0] == snap.step * tokens_per_step
+    assert steady.skip == 4 and steady.steps == 12
+    timed = steady.steps * tokens_per_step / steady.tokens_per_s()
+    assert timed < read_s  # the 12 steps alone: the passes at 6 and 10 (a second each) are left out
 
 
 @pytest.mark.parametrize("steps, points, expected", [(15, 8, 8), (100, 8, 8), (7, 8, 7), (1, 8, 1), (100, 3, 3),

@@ -9,7 +9,8 @@ the branch resumes from it. That is the computation of training the branch alone
 record of an independent run, plus the record's `branch` field.
 
 Validation points: the trunk also evaluates at each branch's own validation steps before its cooldown (the part of
-the curve a branch inherits), and every record keeps only the points of its own validation schedule.
+the curve a branch inherits; one pass where the trunk validates anyway), and every record keeps only the points of
+its own validation schedule. These passes and the snapshots are left out of the trunk's steady tokens/s.
 """
 
 from __future__ import annotations
@@ -59,23 +60,44 @@ def own_curve(curve: list, every_tokens: int, final_tokens: int) -> list:
 
 
 class TrunkSnapshots(L.Callback):
-    """Saves each branch's snapshot at its step, after validating at any step a branch's own schedule asks for."""
+    """Saves each branch's snapshot at its step, with a validation point on the curve at every step a branch's own
+    schedule asks for one. Lightning's own pass supplies the point where it validates anyway (one pass, not two);
+    the passes and writes of this callback happen inside `pause` (SteadyRate.paused: they are not training time).
 
-    def __init__(self, snapshots: list[Snapshot], val_loader):
-        self.saves, self.evals = defaultdict(list), set()
+    Goes before AtomicCheckpoint among the callbacks: a trunk resumed from a checkpoint of step s does not run step
+    s's hooks again, so the snapshot and the point of step s must be taken before that checkpoint is.
+    """
+
+    def __init__(self, snapshots: list[Snapshot], val_loader, pause):
+        self.due, self.evals = defaultdict(list), set()
         for s in snapshots:
-            self.saves[s.step].append(s.path)
+            self.due[s.step].append(s)
             self.evals.update(s.eval_steps)
-        self.val_loader = val_loader
+        self.val_loader, self.pause = val_loader, pause
+        self._after_val: list[Path] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step in self.evals and (not pl_module.val_curve or pl_module.val_curve[-1][0] != pl_module.tokens_seen):
-            _validate(trainer, pl_module, self.val_loader)
-        # taken before Lightning's own validation of this step: a run resumed from here skips that pass, and the
-        # point is already on the curve when the branch's schedule has one here
-        for path in self.saves.get(step, ()):
-            checkpoint.save(trainer, path)
+        if step not in self.evals and step not in self.due:
+            return
+        lightning_validates = checkpoint.validates_now(trainer)
+        # where Lightning validates, a snapshot whose branch has a point here waits for that pass (its branch, which
+        # validates here too, resumes as after its own pass); the others go before it: a branch resumed from after
+        # a pass its schedule does not take would log every later point one step behind its run trained alone
+        now = [s.path for s in self.due.get(step, ()) if not (lightning_validates and step in s.eval_steps)]
+        self._after_val = [s.path for s in self.due.get(step, ()) if s.path not in now]
+        with self.pause(pl_module):
+            if step in self.evals and not lightning_validates:
+                _validate(trainer, pl_module, self.val_loader)
+            for path in now:
+                checkpoint.save(trainer, path)
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._after_val:
+            with self.pause(pl_module):
+                for path in self._after_val:
+                    checkpoint.save(trainer, path)
+            self._after_val = []
 
 
 def _validate(trainer, module, loader) -> None:

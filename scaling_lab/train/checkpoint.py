@@ -50,17 +50,18 @@ class ResumableBatches:
 
 
 class AtomicCheckpoint(L.Callback):
-    """Saves `path` every `every` optimizer steps (a step that validates: after validating) and on SIGTERM."""
+    """Saves `path` every `every` optimizer steps (a step that validates: after validating) and on SIGTERM; the
+    writes happen inside `pause` (SteadyRate.paused: they are not training time)."""
 
-    def __init__(self, path: Path, every: int):
-        self.path, self.every = Path(path), every
+    def __init__(self, path: Path, every: int, pause):
+        self.path, self.every, self.pause = Path(path), every, pause
         self._pending = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not self.every or trainer.global_step % self.every or trainer.global_step >= trainer.max_steps:
             return
         # Lightning skips a step's validation when resuming from a checkpoint taken before it; save after it instead
-        if trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+        if validates_now(trainer):
             self._pending = True
         else:
             self.save(trainer)
@@ -83,7 +84,13 @@ class AtomicCheckpoint(L.Callback):
         _set_rng_states(checkpoint["rng_states"])
 
     def save(self, trainer) -> None:
-        save(trainer, self.path)
+        with self.pause(trainer.lightning_module):
+            save(trainer, self.path)
+
+
+def validates_now(trainer) -> bool:
+    """In on_train_batch_end: whether Lightning runs a validation pass right after this training step."""
+    return trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
 
 def save(trainer, path: Path) -> None:

@@ -79,10 +79,12 @@ def fit_rank(spec: RunSpec, resume: Path | None, track: bool, branches: list[Run
         strategy=DDPStrategy(cluster_environment=LightningEnvironment()) if devices > 1 else "auto",
         plugins=None if devices > 1 else [LightningEnvironment()], use_distributed_sampler=False,
         logger=logger or False, log_every_n_steps=t["log_every"], enable_checkpointing=False,
-        callbacks=[checkpoint.AtomicCheckpoint(layout.checkpoint_path(spec.results_dir, spec.run_id),
-                                               t["checkpoint_every"]), origin,
-                   branching.TrunkSnapshots([branching.snapshot(spec.run_id, b, corpus, batch_size) for b in branches],
-                                            dm.val_dataloader()), steady],
+        # Lightning calls plain callbacks in list order: a step's branch snapshot and validation point must come
+        # before that step's resume checkpoint, as a trunk resumed from it does not run the step's hooks again
+        callbacks=[branching.TrunkSnapshots([branching.snapshot(spec.run_id, b, corpus, batch_size) for b in branches],
+                                            dm.val_dataloader(), steady.paused),
+                   checkpoint.AtomicCheckpoint(layout.checkpoint_path(spec.results_dir, spec.run_id),
+                                               t["checkpoint_every"], steady.paused), origin, steady],
         val_check_interval=eval_every, num_sanity_val_steps=0,
         deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=spec.progress, enable_model_summary=False, default_root_dir=spec.run_dir,
