@@ -44,7 +44,8 @@ FIELDS: list[tuple[str, str, bool, str]] = [
     ("wall_time_s", "number", True, "seconds from start of training to the record being written"),
     ("throughput", "object", False, "tokens_per_s and flops_per_s over this process's training (start-up and "
                                     "compilation included); steady_tokens_per_s after its first steps, validation "
-                                    "excluded (scaling_lab/train/throughput.py; null for a run of a few steps)"),
+                                    "passes and checkpoint writes excluded (scaling_lab/train/throughput.py; null "
+                                    "for a run of a few steps)"),
     ("hardware", "object", True, "accelerator, device name, CPU count, platform"),
     ("versions", "object", True, f"versions of python and of {', '.join(PACKAGES)} (null: not installed)"),
     ("git_commit", "string", False, "commit of the scaling-lab checkout, -dirty if its tracked files had changes "
