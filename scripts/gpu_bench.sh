@@ -45,8 +45,10 @@ yardstick_part() {  # NAME SIZES: the table covers the sizes measured before any
 sweep_part() {
   local results=$work/h100_quick start rc=0
   start=$(date +%s)
-  # SIGTERM at the limit: the packed launcher passes it on, each run checkpoints and stops within seconds
-  timeout --kill-after=20 "${SWEEP_LIMIT_S:-450}" "$py" -m scaling_lab.cli sweep sweep=h100_quick \
+  # SIGTERM at the limit: the packed launcher passes it on, each run checkpoints and stops within seconds. The
+  # SIGKILL after that also kills the runs still going (they die with the launcher): time for five runs to finish a
+  # step or validation pass and save, still within the call's 10 minutes (limit + 60 + the fit's 60)
+  timeout --kill-after=60 "${SWEEP_LIMIT_S:-450}" "$py" -m scaling_lab.cli sweep sweep=h100_quick \
     results_dir="$results" logger=none progress=false || rc=$?
   echo "h100_quick wall time: $(( $(date +%s) - start )) s (exit code $rc; 124 = stopped at SWEEP_LIMIT_S)"
   "$py" -m scaling_lab.cli status results_dir="$results" || true

@@ -1,5 +1,6 @@
 """hydra/launcher=packed through the real CLI: the same runs as the basic launcher, in separate processes, never
-more at once than runs_per_device allows; a killed run or a signal to the launcher loses nothing finished."""
+more at once than runs_per_device allows; a killed run or a signal to the launcher loses nothing finished,
+and no process of a run outlives the launcher."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import datetime as dt
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from scaling_lab import claim, layout, records
 from scaling_lab.cli import main
-from scaling_lab.sweep.packed import PackedLauncher
+from scaling_lab.sweep.packed import PackedLauncher, _forwarding
 from support import cli, isolated_env, start
 
 # 4 smoke runs (2 sizes x 2 budgets), a few seconds each on a CPU
@@ -23,6 +29,41 @@ PACKED = ["hydra/launcher=packed", "trainer.runs_per_device=2"]
 # 128 optimizer steps of 2 sequences: long enough to be interrupted
 LONG = ["model.name=tiny-1", "train.batch_size=2", "data.val_tokens=2048", "data.max_docs=300", "train.eval_points=2",
         "train.checkpoint_every=16"]
+# A run's process that starts a helper of its own, as a DDP run starts its ranks; each notes every SIGTERM it gets
+# and carries on, as Lightning does until its next step (or a rank stuck in a collective, for good).
+MEMBER = """
+import signal, subprocess, sys
+from pathlib import Path
+marks, role = Path(sys.argv[1]), sys.argv[2]
+signal.signal(signal.SIGTERM, lambda signum, frame: (marks / f"{role}.SIGTERM").touch())
+if role == "run":
+    subprocess.Popen([sys.executable, __file__, str(marks), "helper"])
+(marks / f"{role}.ready").touch()
+while True:
+    signal.pause()
+"""
+# A process that arms its death signal before or after the process that started it has ended
+ORPHAN = """
+import os, sys, time
+from pathlib import Path
+from scaling_lab.train.ranks import die_with_parent
+parent, marks, when = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+while when == "after" and os.getppid() == parent:
+    time.sleep(0.01)
+die_with_parent(parent)
+(marks / "armed").touch()
+time.sleep(300)
+"""
+# ... and the process that starts it, tells its pid, then ends: at once, or once the death signal is armed
+PARENT = """
+import os, subprocess, sys, time
+from pathlib import Path
+script, marks, when = sys.argv[1:]
+print(subprocess.Popen([sys.executable, script, str(os.getpid()), marks, when], stdout=subprocess.DEVNULL).pid,
+      flush=True)
+while when == "before" and not (Path(marks) / "armed").exists():
+    time.sleep(0.01)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +173,99 @@ def test_a_signal_to_the_launcher_reaches_every_running_run(tmp_path, env, signu
     assert all(claim.live_holder(path) is None for path in claims), "a run outlived the launcher"
     assert all(r["status"] != "completed" for r in load(tmp_path).values()), "a run ignored the signal"
     assert f"{signal.Signals(signum).name}: passed on to 2 running runs" in out
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_takes_every_run_and_its_ddp_ranks_with_it(tmp_path, env):
+    proc = start("sweep", "sweep=smoke", *LONG, "train.tokens=32768", "seed=0,1", "trainer.devices=2",
+                 "accelerator=cpu", "sweep.fit=false", "logger=none", "progress=false", *PACKED,
+                 f"results_dir={tmp_path}", env=env)
+    runs: set[int] = set()
+    try:
+        _first_live_claim(tmp_path, proc, count=2)
+        runs = sessions_led_by_children(proc.pid)  # each run leads a session of its own
+        assert len(runs) == 2
+        assert _until(lambda: all(len(members(run)) >= 2 for run in runs), timeout=300)  # and has started rank 1
+        proc.kill()
+        proc.wait()
+        assert _until(lambda: not members(*runs), timeout=5), f"outlived the launcher: {members(*runs)}"
+    finally:
+        for pid in members(*runs):  # what outlived the launcher, not to outlive this test too
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.stdout.close()
+
+
+def test_a_signal_to_the_launcher_reaches_every_process_a_run_started(tmp_path):
+    script = tmp_path / "member.py"
+    script.write_text(MEMBER)
+    run = subprocess.Popen([sys.executable, str(script), str(tmp_path), "run"], start_new_session=True)  # as _start
+
+    def noted(*roles: str) -> bool:
+        return all((tmp_path / f"{role}.SIGTERM").exists() for role in roles)
+
+    try:
+        assert _until(lambda: (tmp_path / "helper.ready").exists())
+        assert len(members(run.pid)) == 2
+        with _forwarding({run: (0, None, time.time())}) as received:
+            os.kill(os.getpid(), signal.SIGTERM)  # passed on: the run and its helper each get it
+            assert _until(lambda: noted("run", "helper")), f"SIGTERM reached only {list(tmp_path.glob('*.SIGTERM'))}"
+            assert len(members(run.pid)) == 2
+            os.kill(os.getpid(), signal.SIGTERM)  # a second one kills them all
+            assert _until(lambda: not members(run.pid)), f"survived the SIGKILL: {members(run.pid)}"
+        assert received == [signal.SIGTERM, signal.SIGTERM]
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_process_dies_with_its_parent_even_one_gone_before_it_armed_its_death_signal(tmp_path, when):
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN)
+    parent = subprocess.run([sys.executable, "-c", PARENT, str(script), str(tmp_path), when], stdout=subprocess.PIPE,
+                            text=True, timeout=60, check=True)
+    orphan = int(parent.stdout)
+    try:
+        assert _until(lambda: not is_running(orphan)), "outlived its parent"
+        assert (tmp_path / "armed").exists() == (when == "before")
+    finally:
+        if is_running(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def is_running(pid: int) -> bool:
+    return any(p == pid and state != "Z" for p, state, _, _ in _proc_stats())  # a zombie has ended, its status is left
+
+
+def members(*sessions: int) -> set[int]:
+    """Processes of these sessions that still run."""
+    return {pid for pid, state, _, session in _proc_stats() if session in sessions and state != "Z"}
+
+
+def sessions_led_by_children(parent: int) -> set[int]:
+    return {pid for pid, _, ppid, session in _proc_stats() if ppid == parent and session == pid}
+
+
+def _proc_stats() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, session) of every process, from /proc/PID/stat."""
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().rpartition(")")[2].split()  # the command name before ")" may hold spaces
+        except OSError:  # ended while listed
+            continue
+        yield int(path.parent.name), fields[0], int(fields[1]), int(fields[3])
+
+
+def _until(condition, timeout: float = 10) -> bool:
+    """Whether `condition()` came true within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _first_live_claim(results, proc, count: int = 1, prefix: str = "", timeout: float = 600) -> dict:

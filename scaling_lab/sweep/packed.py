@@ -7,8 +7,9 @@ its share of the CPU cores, and starts the next run when one ends. Like Hydra's 
 Hydra singleton state it is handed (the ConfigStore with a design's runs included) and runs the task through
 `run_job`, so each job is exactly what the basic launcher would run. A run that crashes its process (kill -9,
 out of memory) comes back as a failed JobReturn after every other run has finished; SIGINT / SIGTERM are passed on
-to the running children (a second one kills them) and no new run starts. Every ended process is journalled in
-`<sweep dir>/packed.jsonl` (job, pid, GPUs, start, end, exit code).
+to every process of the running runs (each run's process group: a DDP run's ranks too; a second signal kills them)
+and no new run starts. On Linux a run dies with the launcher (killed, out of memory, hung up), never training on
+unwatched. Every ended process is journalled in `<sweep dir>/packed.jsonl` (job, pid, GPUs, start, end, exit code).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from scaling_lab import atomic, layout
+from scaling_lab.train.ranks import die_with_parent
 from scaling_lab.train.run import ConfigError, check_count
 
 # Hydra instantiates launchers only from the `hydra_plugins` namespace (hydra.core.plugins.Plugins._instantiate);
@@ -91,7 +93,7 @@ class PackedLauncher(Launcher):
                     proc = self._start(idx, list(overrides), slot, threads, Path(tmp), state)
                     running[proc] = (idx, slot, time.time())
                     if received:  # the signal came while this one was starting
-                        proc.send_signal(received[0])
+                        _signal_run(proc, received[0])
                 for proc in [p for p in running if p.poll() is not None]:
                     idx, slot, started = running.pop(proc)
                     free.append(slot)
@@ -112,9 +114,10 @@ class PackedLauncher(Launcher):
         env = {"OMP_NUM_THREADS": threads, **os.environ}
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
-        # a session of its own: a terminal's Ctrl-C reaches the children once, through the launcher
-        return subprocess.Popen([sys.executable, "-m", __name__, str(payload), str(tmp / f"{idx}.return.pkl")],
-                                env=env, start_new_session=True)
+        # a session of its own: a terminal's Ctrl-C reaches the children once, through the launcher, which signals
+        # the run's process group (the session's) so that whatever the run started gets it too
+        return subprocess.Popen([sys.executable, "-m", __name__, str(payload), str(tmp / f"{idx}.return.pkl"),
+                                 str(os.getpid())], env=env, start_new_session=True)
 
 
 def slots(accelerator: str, runs_per_device: int, devices_per_run: int) -> list[str | None]:
@@ -159,8 +162,8 @@ PackedLauncher.__module__ = PLUGIN_MODULE
 
 @contextmanager
 def _forwarding(running: dict[subprocess.Popen, tuple]) -> Iterator[list[int]]:
-    """While the block runs, SIGINT / SIGTERM go to the running children (a second one: SIGKILL); the signals
-    received are listed in the yielded list."""
+    """While the block runs, SIGINT / SIGTERM go to every process of the running runs (a second one: SIGKILL); the
+    signals received are listed in the yielded list."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield received
@@ -171,10 +174,7 @@ def _forwarding(running: dict[subprocess.Popen, tuple]) -> Iterator[list[int]]:
         log.warning("%s: passed on to %d running runs%s", signal.Signals(signum).name, len(running),
                     "; no new run starts" if len(received) == 1 else ", killed")
         for proc in running:
-            try:
-                proc.send_signal(signum if len(received) == 1 else signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_run(proc, signum if len(received) == 1 else signal.SIGKILL)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -182,6 +182,15 @@ def _forwarding(running: dict[subprocess.Popen, tuple]) -> Iterator[list[int]]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _signal_run(proc: subprocess.Popen, signum: int) -> None:
+    """`signum` to the run's whole process group: a DDP run's ranks left out of a SIGKILL would hang in their next
+    collective, and a signal that reaches them only through rank zero comes late or not at all."""
+    try:
+        os.killpg(proc.pid, signum)  # the run leads its session, so its group id is its pid
+    except ProcessLookupError:  # the run and all it started have ended
+        pass
 
 
 def _job_return(tmp: Path, idx: int, overrides: Sequence[str], proc: subprocess.Popen, slot: str | None) -> JobReturn:
@@ -228,4 +237,5 @@ def _child(payload: Path, result: Path) -> None:
 
 
 if __name__ == "__main__":
+    die_with_parent(int(sys.argv[3]))
     _child(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -3,7 +3,8 @@
 The ranks are local processes joined by Lightning's DDP strategy through the environment variables of its
 LightningEnvironment. Starting them here, not through Lightning's script re-launcher, keeps one Hydra job per run
 under every launcher (basic, submitit_local, submitit_slurm with tasks_per_node=1): only rank zero claims the run,
-writes its record and talks to W&B. One node per run; K is at most the GPUs of that node.
+writes its record and talks to W&B. One node per run; K is at most the GPUs of that node. On Linux a rank dies with
+rank zero: without it the others would wait in their next collective for good.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
 _GRACE_S = 60  # how long rank zero waits for the other ranks to leave after it finished or failed
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @contextmanager
@@ -37,7 +40,8 @@ def workers(spec, resume: Path | None, branches: list = ()) -> Iterator[None]:
                       LOCAL_RANK="0")
     payload = json.dumps({"spec": asdict(spec), "resume": resume and str(resume),
                           "branches": [asdict(b) for b in branches]}, default=str)
-    procs = [subprocess.Popen([sys.executable, "-m", __name__, payload], env={**os.environ, "LOCAL_RANK": str(rank)})
+    procs = [subprocess.Popen([sys.executable, "-m", __name__, payload, str(os.getpid())],
+                              env={**os.environ, "LOCAL_RANK": str(rank)})
              for rank in range(1, devices)]
     try:
         yield
@@ -49,6 +53,21 @@ def workers(spec, resume: Path | None, branches: list = ()) -> Iterator[None]:
     failed = {rank: code for rank, code in enumerate(_stop(procs), start=1) if code}
     if failed:
         raise RuntimeError(f"DDP ranks exited with errors: {failed} (their tracebacks are in this job's log)")
+
+
+def die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel SIGKILL this process once `parent`, the process that started it, has ended; elsewhere
+    nothing. For a process started by a supervisor that may itself be killed (SIGKILL, the OOM killer, a hangup) and
+    is the only one that would stop it. The death signal follows the thread that started this process: it must be
+    one that outlives the child, as the thread that waits for it does."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it ended while this process started up, before the death signal was set
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _stop(procs: list[subprocess.Popen]) -> list[int]:
@@ -93,5 +112,6 @@ def _worker(payload: str) -> None:
 
 
 if __name__ == "__main__":
+    die_with_parent(int(sys.argv[2]))
     logging.basicConfig(level=logging.WARNING)
     _worker(sys.argv[1])
