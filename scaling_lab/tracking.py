@@ -1,7 +1,8 @@
 """Weights & Biases settings shared by training runs and fits: offline unless asked, never fatal, no secrets.
 
 The mode comes from WANDB_MODE when set, else from `logger.mode` (default offline: no account needed; sync later
-with `wandb sync <run dir>/wandb/offline-run-*`). Only configs we build are logged; the environment never is.
+with `wandb sync <run dir>/wandb/offline-run-*`); `logger=none` (mode disabled) wins over WANDB_MODE. Only configs
+we build are logged; the environment never is.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ class LoggerConfigError(ValueError):
     """A `logger` config (or WANDB_MODE) that cannot work; the message names it."""
 
 
+# W&B's older names for its modes, still accepted in WANDB_MODE
+_SYNONYMS = {"dryrun": "offline", "run": "online"}
+
+
 def mode(configured: str) -> str:
-    chosen = os.environ.get("WANDB_MODE") or configured
+    """The W&B mode a run or fit uses: WANDB_MODE's, else `logger.mode`; an explicit `disabled` always wins."""
+    chosen = configured if configured == "disabled" else os.environ.get("WANDB_MODE") or configured
+    chosen = _SYNONYMS.get(chosen, chosen)
     if chosen not in MODES:
         where = "WANDB_MODE" if os.environ.get("WANDB_MODE") else "logger.mode"
         raise LoggerConfigError(f"{where}={chosen!r} is not one of {MODES}")
@@ -54,9 +61,12 @@ def wandb_logger(spec, config: dict):
         except Exception as e:  # noqa: BLE001 - W&B trouble must never cost a training run
             then = "logging offline instead" if attempt == "online" else "training continues without it"
             log.warning("W&B could not start %s (%s: %s); %s", attempt, type(e).__name__, e, then)
-            import wandb
+            try:
+                import wandb
 
-            wandb.teardown()  # the failed run keeps its id busy in W&B's service until torn down
+                wandb.teardown()  # the failed run keeps its id busy in W&B's service until torn down
+            except Exception:  # noqa: BLE001 - a W&B that cannot even be imported must not cost the run either
+                pass
     return None
 
 

@@ -25,6 +25,7 @@ def start(*args: str, env: dict) -> subprocess.Popen:
 
 def isolated_env(cache: Path, drop: tuple[str, ...] = ("WANDB_",), **extra: str) -> dict:
     """This process's environment without variables that would steer the runs (W&B credentials and mode, ...),
-    with a token cache of the test's own."""
+    with a token cache of the test's own and no GPU: the CLI tests check CPU runs (records, packed slots, exact
+    resume), also on a machine that has one."""
     return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, "SCALING_LAB_CACHE": str(cache),
-            **extra}
+            "CUDA_VISIBLE_DEVICES": "", **extra}

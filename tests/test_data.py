@@ -106,6 +106,11 @@ def test_bpe_is_selectable_trained_and_round_trips(src):
     assert tok.decode(first_doc) == decoded(byte.train)[0]
     with pytest.raises(DataConfigError, match="data.bpe_vocab_size"):
         prepare_corpus(lib(src, tokenizer="bpe", bpe_vocab_size=100))
+    # the marker's text inside a document stays text: one end-of-document id per document, an exact round trip
+    docs = ["tok = '<|endoftext|>'  # marker\n", "x = 1\n"]
+    ids = tok.encode_documents(docs)
+    assert list(ids).count(tok.eod_id) == 2 and ids[-1] == tok.eod_id
+    assert tok.decode(ids[: int(np.argmax(ids == tok.eod_id))]) == docs[0]
 
 
 def test_cache_is_reused_and_keyed_by_content(src, cache_env):
@@ -200,6 +205,8 @@ def site(tmp_path, src) -> Path:
     (root / "vendored_mod1.py").write_text((src / "pkg1" / "mod1.py").read_text())
     (root / "pkg0").mkdir()
     (root / "pkg0" / "mod0.py").write_text("SHADOWS_A_STDLIB_PATH = 1\n")
+    # pip's finder for an editable install names the checkout's path: not code, and no part of the corpus
+    (root / "__editable___numpyish_finder.py").write_text(f"MAPPING = {{'numpyish': '{tmp_path}'}}\n")
     return root
 
 
@@ -214,7 +221,8 @@ def test_python_source_adds_installed_packages_with_stable_keys(src, site, tmp_p
     # the stdlib files split exactly as in the stdlib source; a package file by site-packages/<its path>
     assert set(decoded(stdlib.val)) <= set(decoded(python.val))
     assert set(decoded(stdlib.train)) <= set(decoded(python.train))
-    for path in site.rglob("*.py"):
+    assert not any("MAPPING" in doc for doc in decoded(python.train) + decoded(python.val))
+    for path in site.rglob("[!_]*.py"):
         key = "site-packages/" + path.relative_to(site).as_posix()
         text = path.read_text()
         if text not in decoded(stdlib.train) + decoded(stdlib.val):

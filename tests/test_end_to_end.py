@@ -14,7 +14,6 @@ import torch
 from scaling_lab import layout, records
 from support import ONE_THREAD, cli, isolated_env
 
-pytestmark = pytest.mark.slow
 SECRET = "wandb-key-that-must-never-be-written-0123456789"
 
 
@@ -36,6 +35,7 @@ def load_records(results):
     return [records.read_record(p) for p in layout.record_paths(results)]
 
 
+@pytest.mark.slow
 def test_smoke_sweep_leaves_complete_records(smoke):
     results, proc = smoke
     recs = load_records(results)
@@ -57,6 +57,7 @@ def test_smoke_sweep_leaves_complete_records(smoke):
     assert sorted(m["run_id"] for m in manifest["runs"]) == sorted(r["run_id"] for r in recs)
 
 
+@pytest.mark.slow
 def test_sweep_ends_with_a_fit_and_report(smoke):
     results, proc = smoke
     fit = json.loads((layout.fit_dir(results) / "fit.json").read_text())
@@ -68,6 +69,7 @@ def test_sweep_ends_with_a_fit_and_report(smoke):
     assert f"report: {layout.fit_report(layout.fit_dir(results))}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_wandb_offline_runs_read_back_with_wandbs_own_reader(smoke, env):
     results, _ = smoke
     for rec in load_records(results):
@@ -92,6 +94,7 @@ def test_wandb_offline_runs_read_back_with_wandbs_own_reader(smoke, env):
     assert config["data"]["fingerprint"] == rec["data"]["fingerprint"] and config["run_id"] == rec["run_id"]
 
 
+@pytest.mark.slow
 def test_no_secret_is_written_anywhere(smoke):
     results, _ = smoke
     for path in results.rglob("*"):
@@ -99,6 +102,7 @@ def test_no_secret_is_written_anywhere(smoke):
             assert SECRET.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_relaunch_trains_nothing_new(smoke, env):
     results, _ = smoke
     before = {p: p.stat().st_mtime_ns for p in layout.record_paths(results)}
@@ -108,6 +112,7 @@ def test_relaunch_trains_nothing_new(smoke, env):
     assert (proc.stdout + proc.stderr).count("already completed") == 6
 
 
+@pytest.mark.slow
 def test_status_lists_every_run(smoke, env):
     results, _ = smoke
     proc = cli("status", f"results_dir={results}", env=env)
@@ -115,6 +120,7 @@ def test_status_lists_every_run(smoke, env):
     assert "6 completed, 0 running, 0 failed, 0 diverged, 0 pending" in proc.stdout
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_given_the_seed(tmp_path, env):
     def final_loss(where, seed):
         proc = cli("train", "model.name=tiny-1", "train.tokens=4096", f"seed={seed}", f"results_dir={where}",

@@ -80,3 +80,4 @@ def test_versions_field_names_every_version_a_record_stores():
     stored = provenance.versions()
     assert set(stored) == {"python", *provenance.PACKAGES}
     assert all(name in meaning for name in stored)
+

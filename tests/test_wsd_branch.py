@@ -326,6 +326,7 @@ class SlowReads(Dataset):
         return self.batches[b]
 
 
+@pytest.mark.slow  # real time: a validation read takes 1 s
 def test_a_trunk_validates_once_a_step_and_its_extra_passes_are_not_training_time(tmp_path):
     steps, every, tokens_per_step, read_s = 16, 8, HP["batch_size"] * SHAPE.block_size, 1.0
     tokens = np.random.default_rng(0).integers(0, SHAPE.vocab_size, 8192).astype(np.uint16)

@@ -24,7 +24,7 @@ import numpy as np
 
 from scaling_lab import atomic
 
-FORMAT = 1  # bump when the layout or the tokenization rules change: old caches then miss
+FORMAT = 2  # bump when the layout or the tokenization rules change: old caches then miss (2: BPE marker text)
 META = "meta.json"
 log = logging.getLogger(__name__)
 

@@ -53,12 +53,14 @@ def load_documents(cfg: DataConfig) -> SplitCorpus:
 
 
 def python_files(root: Path, key_prefix: str = "") -> Iterator[Document]:
-    """Every *.py file below root (not inside a site-packages / dist-packages below it), in path order, keyed by
-    key_prefix + its relative path."""
+    """Every *.py file below root (not inside a site-packages / dist-packages below it, nor pip's __editable__
+    finders), in path order, keyed by key_prefix + its relative path."""
     paths = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if d not in EXCLUDED_DIRS]
-        paths += [Path(folder, f) for f in files if f.endswith(".py")]
+        # pip's __editable__ finders hold the path of a checkout, not code: with them two identical installs in
+        # different places would be different corpora
+        paths += [Path(folder, f) for f in files if f.endswith(".py") and not f.startswith("__editable__")]
     for path in sorted(paths):
         # a few stdlib test files are deliberately not UTF-8; replacing keeps byte and BPE tokenizers in step
         yield key_prefix + path.relative_to(root).as_posix(), path.read_bytes().decode("utf-8", errors="replace")

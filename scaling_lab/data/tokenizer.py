@@ -37,6 +37,9 @@ class BpeTokenizer:
     kind = "bpe"
 
     def __init__(self, tokenizer: Tokenizer):
+        # the end-of-document marker's text inside a document (tokenizer code, docs) is text, not the marker: only
+        # encode_documents places eod_id, and the document decodes back exactly
+        tokenizer.encode_special_tokens = True
         self._tokenizer = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
         self.eod_id = tokenizer.token_to_id(EOD)
