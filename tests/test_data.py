@@ -289,7 +289,12 @@ def test_validation_set_is_fixed_across_seeds_and_budgets(src):
 
     dm, reference = val(0, 10_000)
     assert dm.val_tokens_used == 192 and sum(len(x) for x, _ in reference) == 6
-    assert np.array_equal(np.concatenate([x for x, _ in reference]).ravel(), np.asarray(corpus.val[:192]))
+    # 6 windows of 32 + 1 tokens evenly spread over the whole split, not its first 192 tokens
+    total = (len(corpus.val) - 1) // 32
+    starts = [i * total // 6 * 32 for i in range(6)]
+    expected = np.stack([np.asarray(corpus.val[s:s + 32]) for s in starts])
+    assert np.array_equal(np.concatenate([x for x, _ in reference]), expected)
+    assert starts[-1] > len(corpus.val) * 0.8  # the last window lies near the end of the split
     for seed, tokens in ((1, 10_000), (7, 999)):
         _, other = val(seed, tokens)
         assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(reference, other))

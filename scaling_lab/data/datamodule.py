@@ -49,6 +49,17 @@ class WindowOrder:
         return windows
 
 
+class SpreadOrder:
+    """Validation sequence index -> window index: `n` windows evenly spaced over all `total` windows of the split,
+    the same for every run on the corpus, whatever its seed or budget."""
+
+    def __init__(self, n: int, total: int):
+        self.n, self.total = n, total
+
+    def __call__(self, sequences: np.ndarray) -> np.ndarray:
+        return sequences * self.total // self.n
+
+
 class WindowBatches(Dataset):
     """Item b is the batch of sequences [b*batch_size, ...) before stop, as (x, y) int64 tensors."""
 
@@ -85,6 +96,8 @@ class TokenDataModule(L.LightningDataModule):
         self.corpus, self.block_size, self.batch_size, self.seed = corpus, block_size, batch_size, seed
         self.n_windows = self._windows("train", len(corpus.train))
         self.n_val_windows = self._windows("validation", min(val_tokens + 1, len(corpus.val)))
+        # spread over the whole validation split: its first val_tokens would be a file or two of one package
+        self.val_order = SpreadOrder(self.n_val_windows, self._windows("validation", len(corpus.val)))
         self.n_sequences = accounting.train_sequences(tokens, block_size)
         self.order = WindowOrder(self.n_windows, seed)
 
@@ -141,9 +154,6 @@ class TokenDataModule(L.LightningDataModule):
         return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        batches = WindowBatches(self.corpus.val, self.block_size, self.batch_size, self.n_val_windows, _identity)
+        batches = WindowBatches(self.corpus.val, self.block_size, self.batch_size, self.n_val_windows,
+                                self.val_order)
         return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
-
-
-def _identity(sequences: np.ndarray) -> np.ndarray:
-    return sequences
