@@ -213,14 +213,16 @@ def test_a_cluster_job_without_its_gpu_leaves_no_record(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
-def test_a_cluster_gpu_sweep_plans_on_a_login_node_without_a_time_estimate(tmp_path, capsys):
+@pytest.mark.parametrize("preset, listed", [("smoke", "6 runs, 73,728 tokens"),
+                                            ("wsd_local", "sweep.branch: 3 trunks + cooldowns")])
+def test_a_cluster_gpu_sweep_plans_on_a_login_node_without_a_time_estimate(tmp_path, capsys, preset, listed):
     # SLURM jobs find their GPUs on the nodes: the plan still lists every run, and says why it has no wall time
     from scaling_lab.cli import main
 
-    assert main(["sweep", "sweep=smoke", "hydra/launcher=slurm", "accelerator=gpu", "plan=true",
+    assert main(["sweep", f"sweep={preset}", "hydra/launcher=slurm", "accelerator=gpu", "plan=true",
                  f"results_dir={tmp_path / 'r'}"]) == 0
     out = capsys.readouterr().out
-    assert "6 runs, 73,728 tokens" in out
+    assert listed in out
     assert "estimated wall time: none, accelerator=gpu and this machine has no GPU to probe" in out
     assert not (tmp_path / "r").exists()
 

@@ -8,7 +8,6 @@ steps come from the same TokenDataModule and hparams rule that training uses, so
 from __future__ import annotations
 
 import heapq
-import math
 import statistics
 import time
 from collections import defaultdict
@@ -27,7 +26,8 @@ from scaling_lab.model.sizing import label
 from scaling_lab.sweep import branch
 from scaling_lab.sweep.designs import Design, optimal_params
 from scaling_lab.train import device, hparams
-from scaling_lab.train.branching import eval_every
+from scaling_lab.train.branching import eval_passes
+from scaling_lab.train.run import ConfigError
 
 ISOFLOP_TOLERANCE = 0.01  # a budget's runs must spend the same compute to within 1%
 # cap on the tokens of one probe step, so that probing a large model stays short; a CPU's tokens/s barely depends on
@@ -65,14 +65,14 @@ def report(cfg: Mapping[str, Any], entries: list[dict], corpus: TokenCorpus, des
     branched = bool(cfg["sweep"].get("branch"))
     jobs = branch.jobs(entries, table, cfg["train"]["cooldown_frac"]) if branched else [{r.run_id: r.tokens}
                                                                                           for r in table]
-    if cfg["accelerator"] == "gpu" and not torch.cuda.is_available():
-        # only a cluster launcher's sweep gets here (launch.prepare stops local ones): its GPUs are on the nodes
+    trained = {run_id: tokens for job in jobs for run_id, tokens in job.items()}
+    try:
+        accelerator = device.accelerator(cfg["accelerator"])
+    except ConfigError:  # gpu under a cluster launcher (launch.prepare stops local ones): the GPUs are on the nodes
         seconds, timing = None, ("estimated wall time: none, accelerator=gpu and this machine has no GPU to probe "
                                  "(run plan=true on a GPU node for one)")
     else:
-        accelerator = device.accelerator(cfg["accelerator"])
         where = device.torch_device(accelerator)
-        trained = {run_id: tokens for job in jobs for run_id, tokens in job.items()}
         seconds = estimate_seconds(table, trained, where, device.precision(cfg["train"]["precision"], accelerator))
         timing = wall_time(jobs, seconds, concurrent_jobs, describe(where))
     lines = [render(table, seconds, convention)]
@@ -97,7 +97,8 @@ def rows(entries: list[dict], corpus: TokenCorpus, train: Mapping[str, Any], val
         out.append(Row(e["run_id"], shape, dm.tokens_trained, batch, wanted, dm.steps, dm.epochs,
                        accounting.train_flops(shape, dm.tokens_trained, convention),
                        accounting.train_flops(shape, dm.tokens_trained),
-                       math.ceil(dm.steps / eval_every(dm.steps, train["eval_points"])) * dm.val_tokens_used, dm.repetition_warning, e.get("budget")))
+                       eval_passes(dm.steps, train["eval_points"]) * dm.val_tokens_used, dm.repetition_warning,
+                       e.get("budget")))
     return out
 
 

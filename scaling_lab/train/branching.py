@@ -44,6 +44,11 @@ def eval_every(steps: int, eval_points: int) -> int:
     return max(1, math.ceil(steps / eval_points))
 
 
+def eval_passes(steps: int, eval_points: int) -> int:
+    """Validation passes of a run of `steps` steps: every eval_every steps, plus one at the end if that is off it."""
+    return math.ceil(steps / eval_every(steps, eval_points))
+
+
 def snapshot(trunk_id: str, branch, corpus: TokenCorpus, batch_size: int) -> Snapshot:
     """The trunk's snapshot for a branch (a RunSpec of the same group, so of the same batch size)."""
     dm = TokenDataModule(corpus, block_size=branch.model["block_size"], batch_size=batch_size,
